@@ -1,0 +1,90 @@
+"""The albumentations pipelines: per-channel normalisation for any band count, and image, mask, sparse
+labels and boxes moved together."""
+
+import albumentations as A
+import numpy as np
+import pytest
+
+from wsss.data.transforms import SampleTransform, build_transform
+
+
+def _labelled_image(height: int, width: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """A mask of ids 0..9 and an image whose channel c is mask * (c + 1), so alignment can be checked."""
+    mask = (np.arange(height * width).reshape(height, width) % 10).astype(np.uint8)
+    image = mask[..., None].astype(np.float32) * np.arange(1, channels + 1, dtype=np.float32)
+    return image, mask
+
+
+@pytest.mark.parametrize("channels", [2, 3, 13, 15])
+def test_normalisation_is_per_channel_for_any_band_count(channels: int) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 5000, (5, 6, channels)).astype(np.float32)
+    mean, std = rng.uniform(0, 100, channels), rng.uniform(1, 50, channels)
+    out = build_transform(tuple(mean), tuple(std))(image)["image"]
+    expected = ((image - mean) / std).transpose(2, 0, 1)
+    assert out.shape == (channels, 5, 6)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_hflip_moves_image_mask_and_sparse_together() -> None:
+    image, mask = _labelled_image(4, 5, 15)
+    sparse = np.full((4, 5), 255, np.uint8)
+    sparse[1, 0] = 7  # one click at the left edge
+    transform = build_transform((0.0,) * 15, (1.0,) * 15, hflip=True)
+    outcomes = set()
+    for seed in range(20):
+        transform.reseed(seed)
+        out = transform(image, mask=mask, sparse=sparse)
+        flipped = out["mask"][0, 0].item() == mask[0, 4]  # hand check: column 0 holds old column 4
+        outcomes.add(flipped)
+        expected_mask = mask[:, ::-1] if flipped else mask
+        np.testing.assert_array_equal(out["mask"].numpy(), expected_mask)
+        np.testing.assert_array_equal(
+            out["image"].numpy(), (expected_mask[None] * np.arange(1, 16)[:, None, None])
+        )
+        assert out["sparse"][1, 4 if flipped else 0].item() == 7
+        assert (out["sparse"] != 255).sum().item() == 1
+    assert outcomes == {True, False}
+
+
+@pytest.mark.parametrize("channels", [3, 15])
+def test_pad_and_crop_keep_labels_aligned_and_pad_with_ignore(channels: int) -> None:
+    image, mask = _labelled_image(6, 10, channels)  # height 6 < crop 8: rows are padded
+    sparse = np.where(mask % 3 == 0, mask, 255).astype(np.uint8)
+    transform = build_transform((0.0,) * channels, (1.0,) * channels, crop_size=8, hflip=True)
+    for seed in range(10):
+        transform.reseed(seed)
+        out = transform(image, mask=mask, sparse=sparse)
+        img, lab, sp = out["image"].numpy(), out["mask"].numpy(), out["sparse"].numpy()
+        assert img.shape == (channels, 8, 8) and lab.shape == sp.shape == (8, 8)
+        padded = lab == 255
+        assert padded.sum() == 2 * 8  # two padded rows of the 8 cropped columns
+        assert (img[:, padded] == 0).all() and (sp[padded] == 255).all()
+        np.testing.assert_array_equal(img[:, ~padded], lab[~padded] * np.arange(1, channels + 1)[:, None])
+        labelled = sp != 255
+        np.testing.assert_array_equal(sp[labelled], lab[labelled])
+
+
+def test_random_scale_uses_nearest_interpolation_for_labels() -> None:
+    image, mask = _labelled_image(5, 7, 13)
+    out = build_transform((0.0,) * 13, (1.0,) * 13, scale_range=(2.0, 2.0))(image, mask=mask, sparse=mask)
+    expected = np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1)  # nearest: pixel (y, x) <- (y // 2, x // 2)
+    np.testing.assert_array_equal(out["mask"].numpy(), expected)
+    np.testing.assert_array_equal(out["sparse"].numpy(), expected)
+    assert out["image"].shape == (13, 10, 14)
+
+
+def test_boxes_follow_resize_and_flip() -> None:
+    transform = SampleTransform([A.Resize(20, 20), A.HorizontalFlip(p=1.0)], with_boxes=True)
+    image = np.zeros((40, 50, 3), np.float32)
+    out = transform(image, boxes=np.array([[10.0, 4.0, 20.0, 30.0]]))
+    # resize: x * 20 / 50, y * 20 / 40 -> [4, 2, 8, 15]; flip in width 20 -> [12, 2, 16, 15]
+    np.testing.assert_allclose(out["boxes"].numpy(), [[12.0, 2.0, 16.0, 15.0]], atol=1e-4)
+    assert out["image"].shape == (3, 20, 20)
+
+
+def test_bad_arguments_raise() -> None:
+    with pytest.raises(ValueError, match="mean has 3 channels but std has 2"):
+        build_transform((0.0, 0.0, 0.0), (1.0, 1.0))
+    with pytest.raises(ValueError, match="scale_range"):
+        build_transform((0.0,), (1.0,), scale_range=(1.5, 0.5))

@@ -1,0 +1,134 @@
+"""The shared base of every LightningModule: optimisation from plain arguments and the stage-1 CAM contract."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from wsss.eval import MultilabelMAP, SegmentationIoU
+from wsss.methods.optim import OptimizerName, SchedulerName, build_optimizer, lr_factor
+from wsss.pseudo.background import cams_to_mask, scores_with_background
+
+
+class BaseTask(L.LightningModule):
+    """Optimiser (SGD / AdamW) and per-step schedule (warm-up + cosine / poly / constant) from plain arguments."""
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        optimizer: OptimizerName = "sgd",
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: SchedulerName = "poly",
+        warmup_epochs: float = 0.0,
+        poly_power: float = 0.9,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def param_groups(self) -> list[dict]:
+        """Parameter groups; a group may set ``lr_scale`` (e.g. 10 for a freshly initialised head)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def configure_optimizers(self) -> dict:
+        """Build the optimiser and a per-step LambdaLR schedule over the whole run."""
+        hp = self.hparams
+        optimizer = build_optimizer(self.param_groups(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.betas)
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        warmup = round(hp.warmup_epochs * total / epochs)
+        factor = partial(lr_factor, total_steps=total, warmup_steps=warmup, name=hp.scheduler,
+                         poly_power=hp.poly_power)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class WSSSMethod(BaseTask, ABC):
+    """A stage-1 method: ``classify`` gives logits, ``cams`` gives per-class maps in [0, 1].
+
+    Validation reports classification mAP and the seed mIoU of single-scale CAMs under a fixed background
+    threshold (the IRN/CRT convention). ``predict`` returns multi-scale + flip CAMs and the score maps with a
+    background channel that the prediction writer turns into pseudo-masks.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 20,
+        in_channels: int = 3,
+        bg_threshold: float = 0.15,
+        cam_scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0),
+        cam_flip: bool = True,
+        **optim,
+    ) -> None:
+        super().__init__(**optim)
+        self.num_classes = num_classes
+        self.val_map = MultilabelMAP(num_labels=num_classes)
+        self.val_seed_iou = SegmentationIoU(num_classes=num_classes + 1)
+
+    @abstractmethod
+    def classify(self, images: Tensor) -> Tensor:
+        """Image-level logits (B, K)."""
+
+    @abstractmethod
+    def cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """Class activation maps (B, K, h, w), non-negative and normalised to max 1 per class."""
+
+    @abstractmethod
+    def training_losses(self, batch: dict) -> dict[str, Tensor]:
+        """The method's losses on a training batch; ``"loss"`` is the total that is optimised."""
+
+    def logits_and_cams(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and CAMs in one call; methods that share a forward pass override this."""
+        return self.classify(images), self.cams(images)
+
+    def score_maps(self, cams: Tensor, cls_labels: Tensor | None) -> Tensor:
+        """Scores (B, K+1, H, W) with a background channel first: a constant threshold unless overridden."""
+        return scores_with_background(cams, cls_labels, bg_threshold=self.hparams.bg_threshold)
+
+    def multiscale_cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """CAMs at the input size, summed over ``cam_scales`` (and horizontal flips), renormalised to max 1."""
+        size = images.shape[-2:]
+        total = torch.zeros(0)
+        for scale in self.hparams.cam_scales:
+            scaled = images if scale == 1.0 else F.interpolate(
+                images, scale_factor=scale, mode="bilinear", align_corners=False)
+            views = [scaled, scaled.flip(-1)] if self.hparams.cam_flip else [scaled]
+            for i, view in enumerate(views):
+                cam = F.interpolate(self.cams(view, cls_labels), size=size, mode="bilinear", align_corners=False)
+                cam = cam.flip(-1) if i == 1 else cam
+                total = cam if total.numel() == 0 else total + cam
+        return total / total.flatten(2).amax(-1).clamp_min(1e-5)[:, :, None, None]
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """Optimise the method's total loss and log every term."""
+        losses = self.training_losses(batch)
+        size = batch["image"].shape[0]
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=size)
+        return losses["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Classification mAP and single-scale seed mIoU (fixed background threshold, GT image labels)."""
+        images, labels = batch["image"], batch["cls_labels"]
+        logits, cams = self.logits_and_cams(images)
+        self.val_map.update(logits.sigmoid(), labels.long())
+        self.log("val/map", self.val_map, prog_bar=True, batch_size=images.shape[0])
+        if "mask" in batch:
+            mask = batch["mask"]
+            cams = F.interpolate(cams, size=mask.shape[-2:], mode="bilinear", align_corners=False)
+            self.val_seed_iou.update(cams_to_mask(cams, labels, bg_threshold=self.hparams.bg_threshold), mask)
+            self.log("val/seed_miou", self.val_seed_iou, prog_bar=True, batch_size=images.shape[0])
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Multi-scale + flip CAMs and background scores; GT image labels when the batch has them."""
+        images = batch["image"]
+        labels = batch.get("cls_labels")
+        if labels is None:
+            labels = (self.classify(images) > 0).float()
+        cams = self.multiscale_cams(images, labels)
+        out = {"name": batch["name"], "cams": cams, "scores": self.score_maps(cams, labels), "cls_labels": labels}
+        return out | {k: batch[k] for k in ("image", "mask") if k in batch}

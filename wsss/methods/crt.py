@@ -1,0 +1,123 @@
+"""CRT: CNN-refined transformer (Huo, Su, Wu; "Dual Progressive Transformations for WSSS", 2023)."""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsss.eval import WSOLAccuracy
+from wsss.losses.crt import crt_loss
+from wsss.methods.base import WSSSMethod
+from wsss.models.backbones import create_cnn_features
+from wsss.models.crt_vit import CRTTransformer, Enlargement
+from wsss.pseudo.background import normalize_cams
+
+Task = Literal["wsss", "wsol"]
+
+
+class CRT(WSSSMethod):
+    """A CNN branch (timm ResNet at output stride 16 + 1x1 CAM classifier without bias) and a DeiT branch
+    (:class:`~wsss.models.crt_vit.CRTTransformer`) trained together with eq. 2; only the DeiT branch gives
+    logits and CAMs (eq. 1, max-normalised) at inference.
+
+    ``task="wsss"``: multi-label soft-margin losses on ``cls_labels``; validation reports mAP and seed mIoU.
+    ``task="wsol"``: single-label softmax cross-entropy on ``label``; validation reports top-1 / top-5 /
+    GT-known localisation through :class:`~wsss.eval.WSOLAccuracy` on the samples' ``boxes``.
+
+    Differences from the official code (``huodongjian0603/crt@5aa670a``):
+
+    - SGD momentum is ``momentum`` and the poly power ``poly_power`` (IRN's ``PolyOptimizer`` passes 1e-4 as
+      the momentum and reuses 0.9 as the poly power); one optimiser with parameter groups replaces the two
+      identical per-branch optimisers.
+    - The CNN is a timm ResNet with ordinary trainable BatchNorm and no frozen stem / layers 1-2 (the official
+      ResNet-152 freezes conv1/bn1, detaches after layer2 and fixes every BatchNorm).
+    - Padding for cutting-merging adds no extra half tile when a side is already a tile multiple.
+    - Eq. 1 averages the attention maps (the code sums them; the scale cancels after normalisation).
+    - The L1 term is off before ``cam_weight_start_epoch`` (official: epoch 0 off; the paper does not say).
+    """
+
+    def __init__(
+        self,
+        cnn_backbone: str = "resnet152",
+        cnn_weights: str | None = None,
+        vit: str = "deit_small_patch16_224",
+        vit_weights: str | None = None,
+        vit_depth: int | None = None,
+        vit_img_size: int | None = None,
+        loops: int = 3,
+        enlargement: Enlargement = "cut_merge",
+        cam_weight: float = 0.1,
+        cam_weight_start_epoch: int = 1,
+        head_lr_scale: float = 10.0,
+        task: Task = "wsss",
+        wsol_cam_thresholds: Sequence[float] = (0.1,),
+        num_classes: int = 20,
+        in_channels: int = 3,
+        bg_threshold: float = 0.15,
+        cam_scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0, 0.75, 1.25, 1.75),
+        cam_flip: bool = True,
+        **optim,
+    ) -> None:
+        super().__init__(num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim)
+        if task not in ("wsss", "wsol"):
+            raise ValueError(f"CRT: task must be 'wsss' or 'wsol', got {task!r}")
+        self.cnn = create_cnn_features(cnn_backbone, in_channels, 16, cnn_weights)
+        self.cnn_classifier = nn.Conv2d(self.cnn.feature_info.channels()[-1], num_classes, 1, bias=False)
+        vit_kwargs = {k: v for k, v in (("depth", vit_depth), ("img_size", vit_img_size)) if v is not None}
+        self.transformer = CRTTransformer(
+            vit, vit_weights, num_classes, in_channels, loops=loops, enlargement=enlargement, **vit_kwargs
+        )
+        self.val_wsol = WSOLAccuracy(cam_thresholds=wsol_cam_thresholds) if task == "wsol" else None
+
+    def cnn_forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """CNN branch: logits (GAP of the raw CAM) and the raw CAM (B, K, H/16, W/16)."""
+        cam = self.cnn_classifier(self.cnn(images)[-1])
+        return cam.mean((2, 3)), cam
+
+    def classify(self, images: Tensor) -> Tensor:
+        """Transformer-branch logits (B, K)."""
+        return self.transformer(images)[0]
+
+    def logits_and_cams(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Transformer-branch logits and eq. 1 CAMs, ReLU'd and max-normalised, from one forward pass."""
+        logits, cams = self.transformer.refined_cams(images)
+        return logits, normalize_cams(cams, "max")
+
+    def cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """Eq. 1 CAMs (B, K, ceil(H/16), ceil(W/16)) in [0, 1]."""
+        return self.logits_and_cams(images)[1]
+
+    def training_losses(self, batch: dict) -> dict[str, Tensor]:
+        """Eq. 2 on raw CAMs up-sampled to the crop; lambda is 0 before ``cam_weight_start_epoch``."""
+        hp = self.hparams
+        images = batch["image"]
+        logits_cnn, cam_cnn = self.cnn_forward(images)
+        logits_vit, cam_vit = self.transformer(images)
+        weight = hp.cam_weight if self.current_epoch >= hp.cam_weight_start_epoch else 0.0
+        wsol = hp.task == "wsol"
+        target, kind = (batch["label"], "single") if wsol else (batch["cls_labels"], "multilabel")
+        return crt_loss(logits_cnn, logits_vit, cam_cnn, cam_vit, target, images.shape[-2:], weight, kind)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """WSSS: mAP and seed mIoU (base class). WSOL: accumulate localisation hits of image-size CAMs."""
+        if self.hparams.task == "wsss":
+            return super().validation_step(batch, batch_idx)
+        images = batch["image"]
+        logits, cams = self.logits_and_cams(images)
+        cams = F.interpolate(cams, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        self.val_wsol.update(logits, cams, batch["label"], list(batch["boxes"]))
+        return None
+
+    def on_validation_epoch_end(self) -> None:
+        """WSOL: log ``val/loc_top1``, ``val/loc_top5``, ``val/loc_gt_known``, ... and reset the metric."""
+        if self.val_wsol is not None:
+            self.log_dict({f"val/{k}": v.float() for k, v in self.val_wsol.compute().items()})
+            self.val_wsol.reset()
+
+    def param_groups(self) -> list[dict]:
+        """Both backbones at the base rate; both new CAM heads at ``head_lr_scale`` times it."""
+        heads = [*self.cnn_classifier.parameters(), *self.transformer.head_parameters()]
+        head_ids = {id(p) for p in heads}
+        backbone = [p for p in self.parameters() if id(p) not in head_ids and p.requires_grad]
+        return [{"params": backbone}, {"params": heads, "lr_scale": self.hparams.head_lr_scale}]

@@ -1,0 +1,103 @@
+"""MCTformer V1/V2 (Xu et al., CVPR 2022): class-specific attention of a multi-class-token ViT as CAMs.
+
+Follows the official code at ``xulianuwa/MCTformer@9606597`` (methods.md §3):
+
+- V1 logits are the mean over the embedding of each final class token; the loss is the multi-label
+  soft-margin loss (MLSM). V2 adds the Patch-CAM head (3×3 conv on the patch tokens, GAP, MLSM) and the
+  two losses are summed unweighted.
+- CAMs: the class→patch attention, head mean summed over the last ``cam_layers`` (3) blocks; V2 multiplies
+  it by ReLU(Patch-CAM) (no square root: that is MCTformer+). ``affinity_refine`` multiplies the maps by the
+  patch→patch attention summed over the last ``affinity_layers`` (all) blocks, as ``--patch-attn-refine``.
+  ``patch_affinity(images)`` exposes that affinity to the ``AffinityRandomWalk`` refiner of the writer.
+
+Differences from the official code: CAMs are min–max normalised per class on the token grid inside
+``cams`` (the official code normalises after upsampling and summing the scales; ``multiscale_cams``
+renormalises the sum by its maximum); validation uses a fixed background threshold ``bg_threshold``
+(the prediction writer also reports MCTformer's threshold sweep); the position embeddings are resampled
+with timm's bicubic ``resample_abs_pos_embed`` rather than the official "+0.1" interpolation.
+"""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsss.methods.base import WSSSMethod
+from wsss.models.mct_vit import MCTOutput, MultiClassTokenViT, class_maps, patch_patch_attention
+from wsss.pseudo.background import normalize_cams
+
+
+class MCTformer(WSSSMethod):
+    """MCTformer V1 (class-token attention) or V2 (+ Patch-CAM head) on a DeiT with C class tokens."""
+
+    def __init__(
+        self,
+        backbone: str = "deit_small_patch16_224",
+        weights: str | None = None,
+        version: Literal["v1", "v2"] = "v2",
+        img_size: int = 224,
+        drop_path_rate: float = 0.1,
+        backbone_kwargs: dict | None = None,
+        cam_layers: int = 3,
+        affinity_layers: int | None = None,
+        affinity_refine: bool = False,
+        num_classes: int = 20,
+        in_channels: int = 3,
+        bg_threshold: float = 0.3,
+        cam_scales: Sequence[float] = (1.0,),
+        cam_flip: bool = True,
+        **optim,
+    ) -> None:
+        super().__init__(num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim)
+        if version not in ("v1", "v2"):
+            raise ValueError(f"MCTformer: version must be 'v1' or 'v2', got {version!r}")
+        self.net = MultiClassTokenViT(
+            backbone, num_classes, in_channels, weights, img_size, drop_path_rate, **(backbone_kwargs or {})
+        )
+        for name, layers in (("cam_layers", cam_layers), ("affinity_layers", affinity_layers)):
+            if layers is not None and not 1 <= layers <= self.net.depth:
+                raise ValueError(f"MCTformer: {name} must be in 1..{self.net.depth} (the depth): {layers}")
+        patch_head = nn.Conv2d(self.net.embed_dim, num_classes, 3, padding=1)
+        self.patch_head = patch_head if version == "v2" else None
+
+    def forward_heads(self, images: Tensor) -> tuple[MCTOutput, Tensor, Tensor | None]:
+        """Backbone output, class-token logits (B, K) and the Patch-CAM (B, K, h, w) for V2 (None for V1)."""
+        output = self.net(images)
+        patch_cam = self.patch_head(output.patch_tokens) if self.patch_head is not None else None
+        return output, output.class_tokens.mean(dim=-1), patch_cam
+
+    def maps_from(self, output: MCTOutput, patch_cam: Tensor | None) -> Tensor:
+        """Per-class min–max normalised CAMs (B, K, h, w) of one forward pass."""
+        hp = self.hparams
+        maps = class_maps(output, self.num_classes, hp.cam_layers, patch_cam, hp.affinity_layers,
+                          hp.affinity_refine)
+        return normalize_cams(maps, "minmax")
+
+    def classify(self, images: Tensor) -> Tensor:
+        """Class-token logits (B, K)."""
+        return self.forward_heads(images)[1]
+
+    def cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """Class→patch attention (V1) or its fusion with ReLU(Patch-CAM) (V2), optionally affinity-refined."""
+        output, _, patch_cam = self.forward_heads(images)
+        return self.maps_from(output, patch_cam)
+
+    def logits_and_cams(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and CAMs from one forward pass."""
+        output, logits, patch_cam = self.forward_heads(images)
+        return logits, self.maps_from(output, patch_cam)
+
+    def patch_affinity(self, images: Tensor) -> Tensor:
+        """Patch→patch attention (B, N, N), head mean summed over the last ``affinity_layers`` blocks."""
+        attentions = self.net(images).attentions
+        return patch_patch_attention(attentions, self.num_classes, self.hparams.affinity_layers)
+
+    def training_losses(self, batch: dict) -> dict[str, Tensor]:
+        """MLSM on the class-token logits, plus MLSM on the GAP of the Patch-CAM for V2 (unweighted sum)."""
+        labels = batch["cls_labels"]
+        _, logits, patch_cam = self.forward_heads(batch["image"])
+        losses = {"cls": F.multilabel_soft_margin_loss(logits, labels)}
+        if patch_cam is not None:
+            losses["patch_cls"] = F.multilabel_soft_margin_loss(patch_cam.mean(dim=(2, 3)), labels)
+        return losses | {"loss": sum(losses.values())}

@@ -1,0 +1,146 @@
+"""SASFormer (paper 001): single-stage point- / scribble-supervised segmentation,
+L = L_seg + alpha * L_aff (eq. 1).
+
+Differences from the official code (su-hui-zz/SASFormer@145682d), all deliberate:
+
+- L_seg is computed on the logits upsampled to the input size against the full-resolution sparse labels; the
+  official code nearest-downsamples the labels 4x, so 3-px clicks can vanish.
+- A level's cell counts as unlabeled only when none of its pixels is labelled (the official code
+  nearest-resizes the labels). Crop padding is unlabeled here (255), while the official code excludes it.
+- The affinity levels are averaged (eq. 7) by default; ``level_reduction: sum`` gives the official sum.
+- The affinity resolutions follow the actual query / key grids of any input size, not the official
+  hard-coded 16² / 32² / 64², which are right for 512 crops only.
+- One learning rate for every parameter (the paper's 0.001); the official ``nbb_mult`` makes it 5e-3 for all.
+- The random brightness shift of the official trainer is not applied (no such augmentation in the DataModule).
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from wsss.eval import SegmentationIoU
+from wsss.losses.affinity import AffinityDistance, LevelReduction, affinity_loss
+from wsss.methods.base import BaseTask
+from wsss.models.segformer import SegmenterOutput, create_attention_segmenter
+
+UNLABELED = 255
+LEVEL_COUNT_MIT = 4
+
+
+def partial_cross_entropy(logits: Tensor, sparse: Tensor) -> Tensor:
+    """Eq. 1's L_seg: cross-entropy on labelled pixels only (255 = unlabeled); 0 when none is labelled."""
+    if not (sparse != UNLABELED).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, sparse, ignore_index=UNLABELED)
+
+
+class SASFormer(BaseTask):
+    """SegFormer (MiT) or a timm ViT segmenter trained on ``batch["sparse"]`` with the affinity loss.
+
+    ``alpha`` weighs L_aff (paper: 0.2 points, 1.2 scribbles; 0 trains the CE-only baseline).
+    ``affinity_levels`` picks the levels (1-based, Table 3), ``distance`` the distance (Table 5),
+    ``level_reduction`` mean (paper) or sum (official code). ``backbone`` ``mit_b0``...``mit_b5`` builds smp's
+    SegFormer (``last_stage_stride`` 1 = the official 1/16 stage 4); any other name a timm ViT with a linear
+    head and ``vit_levels`` block groups (``backbone_kwargs`` go to timm). Validation: single-scale
+    ``val/miou``; test and predict: softmax averaged over ``test_scales`` (and flips).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mit_b4",
+        encoder_weights: str | None = None,
+        alpha: float = 0.2,
+        affinity_levels: Sequence[int] = (1, 2, 3, 4),
+        distance: AffinityDistance = "l1",
+        level_reduction: LevelReduction = "mean",
+        last_stage_stride: int = 1,
+        vit_levels: int = 4,
+        backbone_kwargs: dict | None = None,
+        test_scales: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
+        test_flip: bool = True,
+        num_classes: int = 20,
+        in_channels: int = 3,
+        **optim,
+    ) -> None:
+        super().__init__(**optim)
+        self.num_classes = num_classes
+        self.segmenter = create_attention_segmenter(
+            backbone, in_channels, num_classes + 1, encoder_weights, last_stage_stride, vit_levels,
+            backbone_kwargs)
+        level_count = LEVEL_COUNT_MIT if backbone.startswith("mit_") else vit_levels
+        bad = [level for level in affinity_levels if not 1 <= level <= level_count]
+        if bad or not affinity_levels:
+            raise ValueError(
+                f"affinity_levels must be a non-empty subset of 1..{level_count}, got {affinity_levels}")
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        self.val_iou = SegmentationIoU(num_classes=num_classes + 1)
+        self.test_iou = SegmentationIoU(num_classes=num_classes + 1)
+
+    def forward(self, images: Tensor, with_attention: bool = False) -> SegmenterOutput:
+        """Logits at the input size (and the attention levels when asked)."""
+        return self.segmenter(images, with_attention=with_attention)
+
+    def training_losses(self, batch: dict) -> dict[str, Tensor]:
+        """L_seg on labelled pixels, L_aff on unlabeled ones, and their total (eq. 1)."""
+        if "sparse" not in batch:
+            raise ValueError(
+                "SASFormer trains on sparse labels: set the DataModule's supervision to point or scribble")
+        images, sparse = batch["image"], batch["sparse"]
+        alpha = self.hparams.alpha
+        out = self(images, with_attention=alpha > 0)
+        losses = {"seg": partial_cross_entropy(out.logits, sparse)}
+        if alpha > 0:
+            levels = [out.levels[i - 1] for i in self.hparams.affinity_levels]
+            losses["aff"] = affinity_loss(out.decoder_logits, levels, self._unlabeled(sparse, out),
+                                          self.hparams.distance, self.hparams.level_reduction)
+            losses["loss"] = losses["seg"] + alpha * losses["aff"]
+        else:
+            losses["loss"] = losses["seg"]
+        return losses
+
+    @staticmethod
+    def _unlabeled(sparse: Tensor, out: SegmenterOutput) -> Tensor:
+        """Unlabeled pixels (B, H', W') over the segmenter's padded input, its padding counted as labelled."""
+        h, w = sparse.shape[-2:]
+        ph, pw = out.padded_size
+        return F.pad((sparse == UNLABELED).float(), (0, pw - w, 0, ph - h), value=0.0)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """Optimise L_seg + alpha * L_aff and log every term as train/<name>."""
+        losses = self.training_losses(batch)
+        size = batch["image"].shape[0]
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=size)
+        return losses["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Single-scale mIoU against the dense ground truth."""
+        self.val_iou.update(self(batch["image"]).logits.argmax(1), batch["mask"])
+        self.log("val/miou", self.val_iou, prog_bar=True, batch_size=batch["image"].shape[0])
+
+    def multiscale_scores(self, images: Tensor) -> Tensor:
+        """Softmax (B, K+1, H, W) averaged over ``test_scales`` and horizontal flips (the paper's test)."""
+        size = images.shape[-2:]
+        total, count = torch.zeros(0), 0
+        for scale in self.hparams.test_scales:
+            scaled = images if scale == 1.0 else F.interpolate(
+                images, scale_factor=scale, mode="bilinear", align_corners=False)
+            for flip in (False, True) if self.hparams.test_flip else (False,):
+                view = scaled.flip(-1) if flip else scaled
+                probs = self(view).logits.softmax(1)
+                probs = probs.flip(-1) if flip else probs
+                probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+                total, count = (probs if count == 0 else total + probs), count + 1
+        return total / count
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        """Multi-scale + flip mIoU against the dense ground truth."""
+        self.test_iou.update(self.multiscale_scores(batch["image"]).argmax(1), batch["mask"])
+        self.log("test/miou", self.test_iou, batch_size=batch["image"].shape[0])
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Multi-scale + flip softmax ``scores`` (B, K+1, H, W) for the prediction writer."""
+        out = {"name": batch["name"], "scores": self.multiscale_scores(batch["image"])}
+        return out | {k: batch[k] for k in ("image", "mask", "cls_labels") if k in batch}

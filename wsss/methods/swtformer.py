@@ -1,0 +1,187 @@
+"""SWTformer V1/V2 (Ahmadi & Kasaei): Swin patch-token CAMs, feature fusion, background-aware prototypes."""
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from wsss.losses.swtformer import CCLReading, ccl_loss, classification_loss, gsc_loss, total_loss
+from wsss.methods.base import WSSSMethod
+from wsss.models.hff import HierarchicalFeatureFusion
+from wsss.models.prototypes import (
+    class_prototypes,
+    locate_seeds,
+    prototype_cams,
+    valid_channels,
+    with_background,
+)
+from wsss.models.swin_cam import PatchTokenCAMHead, SwinFeatures
+from wsss.pseudo.background import cams_with_bg_to_mask
+
+
+class SWTformer(WSSSMethod):
+    """SWTformer-V1 (``version="v1"``) and -V2 (``"v2"``). The authors' repository holds no code.
+
+    **V1** (Sec. 3-2, 3-3): a timm Swin; a conv on the last stage's tokens T_out gives F_out; GAP(F_out) are
+    the class scores (multi-label soft-margin loss, eq. 2); CAM = max-normalised ReLU(F_out) (eq. 1). Seeds
+    use the base class's constant background threshold (the paper does not say how V1 seeds are scored).
+
+    **V2** (Sec. 3-4, 3-5), SIPE's structure on Swin:
+
+    - M = [1 - max_c M_c, M] on the label-gated CAMs at T_out's grid (eq. 3);
+    - seeds R from structure-aware seed locating with |cos| token similarity of T_out (eq. 4), SIPE's
+      background x0.5, argmax over the background and the present classes;
+    - F_hie from the HFF module (``wsss.models.hff``: at stage 3's grid, i.e. twice T_out's resolution); the
+      seeds are up-sampled to it by nearest neighbour; prototypes are the seed-weighted means of F_hie;
+      R-CAM = max-normalised ReLU(cos(F_hie, P_k)) including a background prototype;
+    - L = L_CLS + L_GSC + L_CCL (eq. 7), GSC and CCL between the bilinearly up-sampled M and R-CAM;
+      ``ccl_reading`` switches eq. 6 between the literal formula and a class-wise contrastive reading.
+    - Seeds (validation, predict) are R-CAMs; the mask is the argmax including the R-CAM background channel
+      with no threshold (SIPE's convention). Multi-scale: R-CAMs (background included) summed over scales
+      and flips, then max-normalised per channel. Absent labels at predict time come from ``logits > 0``.
+
+    Interpretations (the paper is silent): HFF inputs are detached and the seeds are computed without
+    gradient, as SIPE's side branches; the CAM head is a 3x3 conv (MCTformer-V2); SIPE's x0.5 background
+    factor is kept; ``Norm`` in eq. 1 is max normalisation (SIPE). Unlike SIPE, the backbone is not
+    partially frozen and no gradient clipping is applied. Any input size works (see ``SwinFeatures``).
+    """
+
+    def __init__(
+        self,
+        version: Literal["v1", "v2"] = "v2",
+        backbone: str = "swin_tiny_patch4_window7_224",
+        weights: str | None = None,
+        backbone_overrides: dict[str, Any] | None = None,
+        cam_kernel_size: int = 3,
+        hff_dims: Sequence[int] = (128, 128, 256, 256),
+        bg_seed_scale: float = 0.5,
+        gsc_weight: float = 1.0,
+        ccl_weight: float = 1.0,
+        ccl_reading: CCLReading = "printed",
+        head_lr_scale: float = 1.0,
+        num_classes: int = 20,
+        in_channels: int = 3,
+        bg_threshold: float = 0.15,
+        cam_scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0),
+        cam_flip: bool = True,
+        **optim,
+    ) -> None:
+        super().__init__(num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim)
+        if version not in ("v1", "v2"):
+            raise ValueError(f"SWTformer: version must be 'v1' or 'v2', got {version!r}")
+        if ccl_reading not in ("printed", "contrastive"):
+            raise ValueError(f"SWTformer: ccl_reading must be 'printed' or 'contrastive': {ccl_reading!r}")
+        self.version = version
+        self.backbone = SwinFeatures(backbone, weights, in_channels, backbone_overrides)
+        self.head = PatchTokenCAMHead(self.backbone.channels[-1], num_classes, cam_kernel_size)
+        self.hff = HierarchicalFeatureFusion(self.backbone.channels, hff_dims) if version == "v2" else None
+
+    def forward_cam(self, images: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Logits (B, K), CAMs (B, K, P, P) at T_out's grid, and the four stage maps."""
+        features = self.backbone(images)
+        logits, cams = self.head(features[-1])
+        return logits, cams, features
+
+    def refine(self, cams: Tensor, features: list[Tensor], cls_labels: Tensor) -> tuple[Tensor, Tensor]:
+        """V2: M with background (B, K+1, P, P) and R-CAM (B, K+1, h3, w3) at F_hie's grid."""
+        if self.hff is None:
+            raise ValueError("SWTformer.refine: only version 'v2' has the HFF / prototype branch")
+        valid = valid_channels(cls_labels)
+        cams_bg = with_background(cams, cls_labels)
+        with torch.no_grad():
+            seeds = locate_seeds(cams_bg, features[-1], valid, self.hparams.bg_seed_scale)
+        fused = self.hff([f.detach() for f in features])
+        seeds = F.interpolate(seeds, size=fused.shape[-2:], mode="nearest")
+        return cams_bg, prototype_cams(fused, class_prototypes(fused, seeds))
+
+    def classify(self, images: Tensor) -> Tensor:
+        """Image-level logits (B, K): GAP of F_out."""
+        return self.forward_cam(images)[0]
+
+    def background_scores(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """V2: R-CAM (B, K+1, h3, w3), background channel first; labels from ``logits > 0`` when None."""
+        logits, cams, features = self.forward_cam(images)
+        labels = (logits > 0).to(cams.dtype) if cls_labels is None else cls_labels
+        return self.refine(cams, features, labels)[1]
+
+    def cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """V1: CAMs at T_out's grid. V2: the foreground R-CAMs at F_hie's grid."""
+        if self.version == "v1":
+            return self.forward_cam(images)[1]
+        return self.background_scores(images, cls_labels)[:, 1:]
+
+    def logits_and_cams(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and CAMs (V2: R-CAMs for the predicted labels) from one forward pass."""
+        logits, cams, features = self.forward_cam(images)
+        if self.version == "v1":
+            return logits, cams
+        return logits, self.refine(cams, features, (logits > 0).to(cams.dtype))[1][:, 1:]
+
+    def training_losses(self, batch: dict) -> dict[str, Tensor]:
+        """V1: L_CLS. V2: eq. 7, L_CLS + L_GSC + L_CCL (weighted by ``gsc_weight`` / ``ccl_weight``)."""
+        labels = batch["cls_labels"]
+        logits, cams, features = self.forward_cam(batch["image"])
+        cls = classification_loss(logits, labels)
+        if self.version == "v1":
+            return {"loss": cls, "cls": cls}
+        cams_bg, rcams = self.refine(cams, features, labels)
+        cams_bg = F.interpolate(cams_bg, size=rcams.shape[-2:], mode="bilinear", align_corners=False)
+        gsc = gsc_loss(cams_bg, rcams)
+        ccl = ccl_loss(cams_bg, rcams, valid_channels(labels), self.hparams.ccl_reading)
+        total = total_loss(cls, gsc, ccl, self.hparams.gsc_weight, self.hparams.ccl_weight)
+        return {"loss": total, "cls": cls, "gsc": gsc, "ccl": ccl}
+
+    def score_maps(self, cams: Tensor, cls_labels: Tensor | None) -> Tensor:
+        """V1: a constant background threshold. V2: the derived background 1 - max_c M_c (eq. 3)."""
+        if self.version == "v1":
+            return super().score_maps(cams, cls_labels)
+        labels = torch.ones_like(cams[:, :, 0, 0]) if cls_labels is None else cls_labels
+        return with_background(cams, labels)
+
+    def multiscale_scores(self, images: Tensor, cls_labels: Tensor) -> Tensor:
+        """V2: R-CAMs with background (B, K+1, H, W) summed over scales and flips, max-normalised (SIPE)."""
+        size = images.shape[-2:]
+        total = images.new_zeros(images.shape[0], self.num_classes + 1, *size)
+        for scale in self.hparams.cam_scales:
+            scaled = images if scale == 1.0 else F.interpolate(
+                images, scale_factor=scale, mode="bilinear", align_corners=False)
+            for flip in (False, True) if self.hparams.cam_flip else (False,):
+                view = scaled.flip(-1) if flip else scaled
+                scores = F.interpolate(self.background_scores(view, cls_labels), size=size, mode="bilinear",
+                                       align_corners=False)
+                total = total + (scores.flip(-1) if flip else scores)
+        return total / total.flatten(2).amax(-1).clamp_min(1e-5)[:, :, None, None]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """V2: mAP, and the seed mIoU of R-CAMs (GT labels) by argmax with their background channel."""
+        if self.version == "v1":
+            return super().validation_step(batch, batch_idx)
+        images, labels = batch["image"], batch["cls_labels"]
+        logits, cams, features = self.forward_cam(images)
+        self.val_map.update(logits.sigmoid(), labels.long())
+        self.log("val/map", self.val_map, prog_bar=True, batch_size=images.shape[0])
+        if "mask" in batch:
+            scores = self.refine(cams, features, labels)[1]
+            size = batch["mask"].shape[-2:]
+            scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+            self.val_seed_iou.update(cams_with_bg_to_mask(scores, labels), batch["mask"])
+            self.log("val/seed_miou", self.val_seed_iou, prog_bar=True, batch_size=images.shape[0])
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """V2: multi-scale + flip R-CAMs; ``scores`` carry the learned background channel."""
+        if self.version == "v1":
+            return super().predict_step(batch, batch_idx)
+        images, labels = batch["image"], batch.get("cls_labels")
+        if labels is None:
+            labels = (self.classify(images) > 0).float()
+        scores = self.multiscale_scores(images, labels)
+        out = {"name": batch["name"], "cams": scores[:, 1:], "scores": scores, "cls_labels": labels}
+        return out | {k: batch[k] for k in ("image", "mask") if k in batch}
+
+    def param_groups(self) -> list[dict]:
+        """The backbone at the base rate; the CAM head (and HFF) at ``head_lr_scale`` times it."""
+        new = [*self.head.parameters(), *(self.hff.parameters() if self.hff is not None else [])]
+        return [{"params": list(self.backbone.parameters())},
+                {"params": new, "lr_scale": self.hparams.head_lr_scale}]

@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` building blocks: backbones, attention capture, gates, CAM heads."""

@@ -1,0 +1,162 @@
+"""The multi-class-token ViT of MCTformer (Xu et al., CVPR 2022) on timm's VisionTransformer.
+
+C class tokens, each with its own position embedding, precede the patch tokens; every block's attention map
+is captured (with its gradient, so losses may act on it). From a single-[CLS] checkpoint (DeiT) the class
+token and its position-embedding slot are repeated C times, as MCTformer's ``--finetune`` branch does;
+without one, each class token and its position embedding are drawn independently (truncated normal, std
+0.02, as MCTformer's model initialises them). The
+patch position embeddings are resampled (bicubic, timm's ``resample_abs_pos_embed``) to any input size.
+The returned tokens skip the final LayerNorm, as MCTformer's ``forward_features`` does.
+
+The functions below read the attention maps the way MCTformer's CAM inference does (methods.md §3d): the
+mean over heads, class→patch attention summed over the last layers, patch→patch attention summed over all
+layers, the V2 fusion with the Patch-CAM (Bi-Trans eq. 8) and the affinity refinement (Bi-Trans eq. 10).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from torch import Tensor, nn
+
+from wsss.models.attention import AttentionCapture, vit_attention_modules
+from wsss.models.backbones import create_timm_model
+
+
+@dataclass
+class MCTOutput:
+    """Final class tokens (B, C, D), patch tokens as a map (B, D, h, w), and per-block attention maps."""
+
+    class_tokens: Tensor
+    patch_tokens: Tensor
+    attentions: list[Tensor]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The patch-token grid (h, w)."""
+        return tuple(self.patch_tokens.shape[-2:])
+
+
+class MultiClassTokenViT(nn.Module):
+    """A timm ViT/DeiT with ``num_classes`` class tokens and captured attention (MCTformer's backbone).
+
+    ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``, ``embed_dim``, ``num_heads``, ``patch_size``
+    for a tiny model). ``weights`` is a local single-[CLS] checkpoint, or None for a random initialisation.
+    """
+
+    def __init__(
+        self,
+        name: str = "deit_small_patch16_224",
+        num_classes: int = 20,
+        in_channels: int = 3,
+        weights: str | Path | None = None,
+        img_size: int = 224,
+        drop_path_rate: float = 0.1,
+        **timm_kwargs,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"MultiClassTokenViT: num_classes must be >= 1, got {num_classes}")
+        vit = create_timm_model(
+            name, weights, num_classes=0, global_pool="", in_chans=in_channels, img_size=img_size,
+            drop_path_rate=drop_path_rate, dynamic_img_size=True, **timm_kwargs,
+        )
+        if getattr(vit, "cls_token", None) is None or vit.num_prefix_tokens != 1 or vit.no_embed_class:
+            raise ValueError(
+                f"MultiClassTokenViT: {name} must be a ViT with exactly one [CLS] token that has its own "
+                f"position embedding (no distillation or register tokens), got {vit.num_prefix_tokens} "
+                "prefix tokens"
+            )
+        self.num_classes = num_classes
+        self.class_tokens = nn.Parameter(vit.cls_token.detach().repeat(1, num_classes, 1))
+        self.class_pos_embed = nn.Parameter(vit.pos_embed.detach()[:, :1].repeat(1, num_classes, 1))
+        if weights is None:  # distinct tokens: repeating timm's ~0 [CLS] init would make them all equal
+            nn.init.trunc_normal_(self.class_tokens, std=0.02)
+            nn.init.trunc_normal_(self.class_pos_embed, std=0.02)
+        self.patch_pos_embed = nn.Parameter(vit.pos_embed.detach()[:, 1:].clone())
+        self.pos_grid = tuple(vit.patch_embed.grid_size)
+        vit.cls_token = None
+        vit.pos_embed = None
+        vit.norm = nn.Identity()
+        self.vit = vit
+        self.embed_dim = vit.embed_dim
+        self.capture = AttentionCapture(vit_attention_modules(vit))
+
+    @property
+    def depth(self) -> int:
+        """Number of transformer blocks."""
+        return len(self.vit.blocks)
+
+    def forward(self, images: Tensor) -> MCTOutput:
+        """Encode images (B, C_in, H, W) into class tokens, patch tokens and the attention of every block."""
+        patches = self.vit.patch_embed(images)  # (B, h, w, D): timm's dynamic-size patch embedding
+        b, h, w, d = patches.shape
+        pos = resample_abs_pos_embed(self.patch_pos_embed, (h, w), self.pos_grid, num_prefix_tokens=0)
+        tokens = torch.cat(
+            [(self.class_tokens + self.class_pos_embed).expand(b, -1, -1), patches.flatten(1, 2) + pos], dim=1
+        )
+        tokens = self.vit.blocks(self.vit.norm_pre(self.vit.pos_drop(tokens)))
+        c = self.num_classes
+        patch_map = tokens[:, c:].transpose(1, 2).reshape(b, d, h, w)
+        return MCTOutput(tokens[:, :c], patch_map, list(self.capture.maps))
+
+
+def _layer_sum(attentions: list[Tensor], layers: int | None) -> Tensor:
+    if not attentions:
+        raise ValueError("no attention maps: run the MultiClassTokenViT forward pass first")
+    if layers is not None and not 1 <= layers <= len(attentions):
+        raise ValueError(f"layers must be in 1..{len(attentions)} (the depth) or None, got {layers}")
+    chosen = attentions if layers is None else attentions[-layers:]
+    return torch.stack([a.mean(dim=1) for a in chosen]).sum(dim=0)
+
+
+def class_patch_attention(attentions: list[Tensor], num_classes: int, layers: int | None = 3) -> Tensor:
+    """Class→patch attention (B, C, N): head mean summed over the last ``layers`` blocks (Bi-Trans eq. 2)."""
+    return _layer_sum(attentions, layers)[:, :num_classes, num_classes:]
+
+
+def patch_patch_attention(attentions: list[Tensor], num_classes: int, layers: int | None = None) -> Tensor:
+    """Patch→patch affinity (B, N, N): head mean summed over the last ``layers`` (None: all) blocks, eq. 9."""
+    return _layer_sum(attentions, layers)[:, num_classes:, num_classes:]
+
+
+def pseudo_mask(class_attention: Tensor, coarse_cam: Tensor) -> Tensor:
+    """M_pseudo = SC-CAM ⊙ ReLU(Coarse-CAM), element-wise (Bi-Trans eq. 8; MCTformer-V2's fused CAM)."""
+    if class_attention.shape != coarse_cam.shape:
+        raise ValueError(
+            f"pseudo_mask: SC-CAM {tuple(class_attention.shape)} and Coarse-CAM {tuple(coarse_cam.shape)} "
+            "differ"
+        )
+    return class_attention * coarse_cam.clamp_min(0)
+
+
+def refine_with_affinity(affinity: Tensor, maps: Tensor) -> Tensor:
+    """PGT_c = A_aff · vec(M_c) for maps (B, C, N) and affinity (B, N, N) (Bi-Trans eq. 10; MCTformer)."""
+    if affinity.ndim != 3 or maps.ndim != 3 or affinity.shape[-1] != maps.shape[-1]:
+        raise ValueError(
+            f"refine_with_affinity: need affinity (B, N, N) and maps (B, C, N), got {tuple(affinity.shape)} "
+            f"and {tuple(maps.shape)}"
+        )
+    return maps @ affinity.transpose(-1, -2)
+
+
+def class_maps(
+    output: MCTOutput,
+    num_classes: int,
+    cam_layers: int | None = 3,
+    patch_cam: Tensor | None = None,
+    affinity_layers: int | None = None,
+    refine: bool = False,
+) -> Tensor:
+    """Raw class maps (B, C, h, w): class→patch attention, fused with ReLU(patch_cam) when given (V2, eq. 8),
+    then multiplied by the patch→patch affinity when ``refine`` (MCTformer's patch-attention refinement,
+    eq. 10).
+    """
+    maps = class_patch_attention(output.attentions, num_classes, cam_layers)
+    if patch_cam is not None:
+        maps = pseudo_mask(maps, patch_cam.flatten(2))
+    if refine:
+        affinity = patch_patch_attention(output.attentions, num_classes, affinity_layers)
+        maps = refine_with_affinity(affinity, maps)
+    return maps.unflatten(-1, output.grid)

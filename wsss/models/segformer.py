@@ -1,0 +1,160 @@
+"""Segmenters that also return per-level patch attention maps A_l (SASFormer, paper 001, eqs. 2-3).
+
+``SegFormerWithAttention`` is smp's SegFormer (MiT encoder, MLP decoder); its four levels are the four MiT
+stages, whose keys are spatially reduced (sequence reduction), so A_l is (N_q, N_kv) with the key grid
+``sr_ratio`` times coarser than the query grid. ``ViTSegmenter`` is a timm ViT with a linear per-patch head
+(Segmenter's linear decoder); its blocks are split into consecutive groups, one level per group, with square
+maps over the patch tokens (class / register tokens dropped, rows renormalised).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsss.models.attention import AttentionCapture, mit_attention_modules, vit_attention_modules
+from wsss.models.backbones import create_timm_model
+from wsss.models.segmenters import create_segmenter
+
+
+@dataclass
+class AttentionLevel:
+    """A_l of one level (eq. 3): (B, N_q, N_kv), rows summing to 1, with its query and key grids (h, w)."""
+
+    attention: Tensor
+    query_size: tuple[int, int]
+    key_size: tuple[int, int]
+
+
+@dataclass
+class SegmenterOutput:
+    """Logits at the input size, logits at the decoder's resolution of the padded input, the levels' A_l."""
+
+    logits: Tensor
+    decoder_logits: Tensor
+    levels: list[AttentionLevel]
+    padded_size: tuple[int, int]
+
+
+def average_attention(maps: Sequence[Tensor], num_prefix_tokens: int = 0) -> Tensor:
+    """Eq. 3: the mean over layers of the head-mean attention (B, N_q, N_kv), rows renormalised to sum 1."""
+    mean = torch.stack([m.mean(1) for m in maps]).mean(0)
+    if num_prefix_tokens:
+        mean = mean[:, num_prefix_tokens:, num_prefix_tokens:]
+    return mean / mean.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
+    """Zero-pad (the normalised mean, as the crop padding) bottom and right to multiples of ``multiple``."""
+    h, w = images.shape[-2:]
+    if h % multiple == 0 and w % multiple == 0:
+        return images
+    return F.pad(images, (0, -w % multiple, 0, -h % multiple), value=0.0)
+
+
+class SegFormerWithAttention(nn.Module):
+    """smp SegFormer whose forward can also return A_1..A_4, the stage-wise averaged MiT attention.
+
+    ``last_stage_stride`` 1 keeps stage 4 at 1/16 like the official SASFormer (strides [4, 2, 2, 1]);
+    2 is the standard SegFormer (1/32). The input is padded to a multiple of 32 and the logits cropped back.
+    """
+
+    pad_multiple = 32
+
+    def __init__(
+        self, encoder: str = "mit_b0", in_channels: int = 3, classes: int = 21,
+        encoder_weights: str | None = None, last_stage_stride: int = 1,
+    ) -> None:
+        super().__init__()
+        if not encoder.startswith("mit_"):
+            raise ValueError(f"SegFormerWithAttention needs a MiT encoder (mit_b0 ... mit_b5): {encoder!r}")
+        if last_stage_stride not in (1, 2):
+            raise ValueError(f"last_stage_stride must be 1 or 2, got {last_stage_stride}")
+        self.model = create_segmenter("segformer", encoder, in_channels, classes, encoder_weights)
+        self.model.encoder.patch_embed4.proj.stride = (last_stage_stride, last_stage_stride)
+        self.stages = mit_attention_modules(self.model.encoder)
+
+    def forward(self, images: Tensor, with_attention: bool = False) -> SegmenterOutput:
+        """Logits (B, C, H, W), decoder logits at 1/4 of the padded input, and A_l when ``with_attention``."""
+        h, w = images.shape[-2:]
+        padded = pad_to_multiple(images, self.pad_multiple)
+        modules = [module for stage in self.stages for module in stage]
+        capture = AttentionCapture(modules) if with_attention else None
+        try:
+            features = self.model.encoder(padded)
+            decoded = self.model.decoder(features)
+        finally:
+            if capture is not None:
+                capture.remove()
+        decoder_logits = self.model.segmentation_head[0](decoded)  # the 1x1 conv; [1] is the x4 upsampling
+        logits = F.interpolate(decoder_logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        levels = [] if capture is None else self._levels(capture.maps, features[2:])
+        return SegmenterOutput(logits[..., :h, :w], decoder_logits, levels, tuple(padded.shape[-2:]))
+
+    def _levels(self, maps: list[Tensor], stage_features: list[Tensor]) -> list[AttentionLevel]:
+        levels, start = [], 0
+        for stage, feature in zip(self.stages, stage_features, strict=True):
+            stage_maps, start = maps[start:start + len(stage)], start + len(stage)
+            hq, wq = feature.shape[-2:]
+            sr = stage[0].sr_ratio
+            key_size = (hq // sr, wq // sr)
+            attention = average_attention(stage_maps)
+            if attention.shape[-2:] != (hq * wq, key_size[0] * key_size[1]):
+                raise ValueError(f"MiT attention of shape {tuple(attention.shape)} does not match the query "
+                                 f"grid {(hq, wq)} and key grid {key_size}")
+            levels.append(AttentionLevel(attention, (hq, wq), key_size))
+        return levels
+
+
+class ViTSegmenter(nn.Module):
+    """A timm ViT with a linear per-patch classifier; levels are ``num_levels`` consecutive block groups."""
+
+    def __init__(
+        self, backbone: str = "vit_small_patch16_224", in_channels: int = 3, classes: int = 21,
+        weights: str | None = None, num_levels: int = 4, **backbone_kwargs,
+    ) -> None:
+        super().__init__()
+        self.vit = create_timm_model(backbone, weights, in_chans=in_channels, num_classes=0,
+                                     dynamic_img_size=True, **backbone_kwargs)
+        if not hasattr(self.vit, "blocks") or not hasattr(self.vit, "num_prefix_tokens"):
+            raise ValueError(f"{backbone!r} is not a timm VisionTransformer (no blocks / prefix tokens)")
+        depth = len(self.vit.blocks)
+        if not 1 <= num_levels <= depth:
+            raise ValueError(f"num_levels must be in [1, {depth}] for {backbone!r} with {depth} blocks")
+        self.groups = [g.tolist() for g in torch.arange(depth).tensor_split(num_levels)]
+        self.patch = self.vit.patch_embed.patch_size[0]
+        self.head = nn.Linear(self.vit.num_features, classes)
+
+    def forward(self, images: Tensor, with_attention: bool = False) -> SegmenterOutput:
+        """Logits (B, C, H, W), per-patch logits, and one A_l per block group when ``with_attention``."""
+        h, w = images.shape[-2:]
+        padded = pad_to_multiple(images, self.patch)
+        grid = (padded.shape[-2] // self.patch, padded.shape[-1] // self.patch)
+        capture = AttentionCapture(vit_attention_modules(self.vit)) if with_attention else None
+        try:
+            tokens = self.vit.forward_features(padded)[:, self.vit.num_prefix_tokens:]
+        finally:
+            if capture is not None:
+                capture.remove()
+        decoder_logits = self.head(tokens).transpose(1, 2).reshape(images.shape[0], -1, *grid)
+        logits = F.interpolate(decoder_logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        levels = [] if capture is None else [
+            AttentionLevel(average_attention([capture.maps[i] for i in group], self.vit.num_prefix_tokens),
+                           grid, grid)
+            for group in self.groups
+        ]
+        return SegmenterOutput(logits[..., :h, :w], decoder_logits, levels, tuple(padded.shape[-2:]))
+
+
+def create_attention_segmenter(
+    backbone: str, in_channels: int, classes: int, weights: str | None = None, last_stage_stride: int = 1,
+    vit_levels: int = 4, backbone_kwargs: dict | None = None,
+) -> SegFormerWithAttention | ViTSegmenter:
+    """SegFormer for ``mit_b*`` names, else a timm ViT segmenter (``backbone_kwargs`` go to timm)."""
+    if backbone.startswith("mit_"):
+        if backbone_kwargs:
+            raise ValueError(f"backbone_kwargs apply to timm ViTs only, got {backbone_kwargs} for {backbone}")
+        return SegFormerWithAttention(backbone, in_channels, classes, weights, last_stage_stride)
+    return ViTSegmenter(backbone, in_channels, classes, weights, vit_levels, **(backbone_kwargs or {}))

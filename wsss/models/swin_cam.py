@@ -1,0 +1,67 @@
+"""A timm Swin returning its four stage maps, and SWTformer's patch-token CAM head (Ahmadi & Kasaei)."""
+
+from pathlib import Path
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsss.models.backbones import create_timm_model
+from wsss.pseudo.background import normalize_cams
+
+
+class SwinFeatures(nn.Module):
+    """The four stage outputs of a timm Swin as channels-first maps (B, C_i, H/r_i, W/r_i).
+
+    timm's Swin ``features_only`` returns channels-last (NHWC) maps; they are permuted here. The model is
+    built with ``strict_img_size=False``, so any input size works: the input is zero-padded on the right and
+    bottom to a multiple of the patch size (timm's Swin does not pad it), then timm pads each stage to whole
+    windows (masks built for that size) and odd sizes before patch merging; stage grids are ceil(H / r_i).
+
+    ``overrides`` replace timm's architecture arguments (``embed_dim``, ``depths``, ``num_heads``,
+    ``window_size``, ``patch_size``, ``img_size``), e.g. for a tiny CPU configuration; windows larger than a
+    stage's grid at ``img_size`` shrink to it (timm's rule).
+    """
+
+    def __init__(
+        self, name: str = "swin_tiny_patch4_window7_224", weights: str | Path | None = None,
+        in_channels: int = 3, overrides: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        overrides = dict(overrides or {})
+        reserved = {"features_only", "in_chans", "strict_img_size", "pretrained"} & overrides.keys()
+        if reserved:
+            raise ValueError(f"SwinFeatures: overrides may not set {sorted(reserved)}; they are fixed here")
+        self.model = create_timm_model(name, weights, features_only=True, in_chans=in_channels,
+                                       strict_img_size=False, **overrides)
+        self.channels: list[int] = list(self.model.feature_info.channels())
+        self.reductions: list[int] = list(self.model.feature_info.reduction())
+        if len(self.channels) != 4:
+            raise ValueError(f"SwinFeatures: {name} must have 4 stages, got {len(self.channels)}")
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """Stage maps 1..4, NCHW."""
+        patch = self.reductions[0]
+        pad_h, pad_w = -images.shape[-2] % patch, -images.shape[-1] % patch
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h))
+        return [f.permute(0, 3, 1, 2).contiguous() for f in self.model(images)]
+
+
+class PatchTokenCAMHead(nn.Module):
+    """Eqs. 1–2: F_out = Conv2D(T_out); scores = GAP(F_out); CAM C_out = Norm(ReLU(F_out)).
+
+    The paper gives no kernel size; the default 3x3 (padding 1) follows MCTformer-V2's patch-token CAM head,
+    which SWTformer cites as its inspiration. Norm is per-class max normalisation (SIPE's ``norm_cam``).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"PatchTokenCAMHead: kernel_size must be odd and positive, got {kernel_size}")
+        self.conv = nn.Conv2d(in_channels, num_classes, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Class scores (B, C) and normalised CAMs (B, C, P, P) from the token map T_out (B, D, P, P)."""
+        maps = self.conv(tokens)
+        return maps.mean((2, 3)), normalize_cams(maps, "max")
