@@ -8,7 +8,9 @@ from wsss.models.attention import AttentionCapture, mit_attention_modules, vit_a
 
 
 def tiny_vit() -> torch.nn.Module:
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, num_classes=2).eval()
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, num_classes=2
+    ).eval()
 
 
 def test_vit_maps_are_row_stochastic_and_match_a_manual_softmax():

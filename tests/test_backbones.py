@@ -14,7 +14,7 @@ from wsss.models.segmenters import create_segmenter
 def test_missing_weights_file_is_a_clear_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="never downloads"):
         create_timm_model("resnet18", weights=tmp_path / "nope.pth")
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         CAMBaseline(backbone="resnet18", weights=str(tmp_path / "nope.pth"), num_classes=3)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         create_segmenter("unet", "resnet18", 3, 4, encoder_weights=tmp_path / "nope.pth")

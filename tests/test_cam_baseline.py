@@ -55,11 +55,24 @@ def test_score_maps_put_the_threshold_first_and_zero_absent_classes():
 
 def test_training_learns_the_image_labels(synthetic_voc, tmp_path):
     L.seed_everything(0)
-    data = VOCDataModule(str(synthetic_voc), batch_size=8, eval_batch_size=8, crop_size=48,
-                         train_split="train_aug", val_split="train_aug")
+    data = VOCDataModule(
+        str(synthetic_voc),
+        batch_size=8,
+        eval_batch_size=8,
+        crop_size=48,
+        train_split="train_aug",
+        val_split="train_aug",
+    )
     model = CAMBaseline(backbone="resnet18", num_classes=data.num_classes, lr=0.05, cam_scales=(1.0,))
-    trainer = L.Trainer(max_epochs=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=6,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     before = trainer.validate(model, datamodule=data, verbose=False)[0]["val/map"]
     trainer.fit(model, datamodule=data)
     after = trainer.validate(model, datamodule=data, verbose=False)[0]["val/map"]

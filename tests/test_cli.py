@@ -27,8 +27,15 @@ def test_fit_predict_then_stage3_through_the_cli(in_tmp: Path, tiny_fit_args: li
     assert "CAMBaseline" in (version / "config.yaml").read_text()
     ckpt = next(version.glob("checkpoints/*.ckpt"))
 
-    main(["predict", "--config", str(RECIPES / "cam_baseline_synthetic.yaml"), *tiny_fit_args,
-          f"--ckpt_path={ckpt}"])
+    main(
+        [
+            "predict",
+            "--config",
+            str(RECIPES / "cam_baseline_synthetic.yaml"),
+            *tiny_fit_args,
+            f"--ckpt_path={ckpt}",
+        ]
+    )
     masks = in_tmp / "runs/cam_baseline_synthetic/pseudo_masks"
     names = (synthetic_voc / "ImageSets/Segmentation/train_aug.txt").read_text().split()
     assert sorted(p.stem for p in masks.glob("*.png")) == sorted(names)
@@ -43,13 +50,23 @@ def test_fit_predict_then_stage3_through_the_cli(in_tmp: Path, tiny_fit_args: li
     main(["test", "--config", str(RECIPES / "segmentation_synthetic.yaml"), *stage3])
 
 
-def test_predict_refuses_to_write_over_ground_truth(in_tmp: Path, tiny_fit_args: list[str], synthetic_voc: Path):
+def test_predict_refuses_to_write_over_ground_truth(
+    in_tmp: Path, tiny_fit_args: list[str], synthetic_voc: Path
+):
     gt = synthetic_voc / "SegmentationClassAug"
     before = {p.name: p.stat().st_mtime_ns for p in gt.iterdir()}
     writer = "--trainer.callbacks=wsss.callbacks.PseudoMaskWriter"
     with pytest.raises(SystemExit):
-        main(["predict", "--config", str(RECIPES / "gradcam_synthetic.yaml"), *tiny_fit_args,
-              writer, f"--trainer.callbacks.output_dir={gt}"])
+        main(
+            [
+                "predict",
+                "--config",
+                str(RECIPES / "gradcam_synthetic.yaml"),
+                *tiny_fit_args,
+                writer,
+                f"--trainer.callbacks.output_dir={gt}",
+            ]
+        )
     assert {p.name: p.stat().st_mtime_ns for p in gt.iterdir()} == before
 
 

@@ -33,7 +33,9 @@ def test_output_folder_refuses_foreign_non_empty_folders(tmp_path: Path):
         prepare_output_dir(gt)
     ours = prepare_output_dir(tmp_path / "pseudo")
     write_mask_png(np.zeros((2, 2), np.uint8), ours / "a.png")
-    assert prepare_output_dir(ours) == ours and (ours / MARKER).exists()  # re-running into our own folder is fine
+    assert (
+        prepare_output_dir(ours) == ours and (ours / MARKER).exists()
+    )  # re-running into our own folder is fine
 
 
 def test_mask_png_round_trips_and_leaves_no_temporary_file(tmp_path: Path):

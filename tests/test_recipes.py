@@ -15,7 +15,10 @@ RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))  # not 
 def test_merge_is_deep_and_replaces_lists_and_changed_classes():
     base = {"a": {"x": 1, "y": [1, 2]}, "model": {"class_path": "A", "init_args": {"p": 1, "q": 2}}}
     override = {"a": {"y": [3]}, "model": {"class_path": "B", "init_args": {"p": 5}}}
-    assert merge(base, override) == {"a": {"x": 1, "y": [3]}, "model": {"class_path": "B", "init_args": {"p": 5}}}
+    assert merge(base, override) == {
+        "a": {"x": 1, "y": [3]},
+        "model": {"class_path": "B", "init_args": {"p": 5}},
+    }
     same = {"model": {"class_path": "A", "init_args": {"p": 5}}}
     assert merge(base, same)["model"]["init_args"] == {"p": 5, "q": 2}
 
@@ -27,7 +30,10 @@ def test_bases_load_recursively_and_relative(tmp_path: Path):
     (tmp_path / "r.yaml").write_text("_base_: [_base_/b.yaml]\ntrainer: {devices: 4}\n")
     assert load_recipe(tmp_path / "r.yaml") == {"trainer": {"max_epochs": 2, "devices": 4}}
     args = expand_config_args(["fit", "--config", str(tmp_path / "r.yaml"), "--trainer.devices=1"])
-    assert yaml.safe_load(args[2]) == {"trainer": {"max_epochs": 2, "devices": 4}} and args[3] == "--trainer.devices=1"
+    assert (
+        yaml.safe_load(args[2]) == {"trainer": {"max_epochs": 2, "devices": 4}}
+        and args[3] == "--trainer.devices=1"
+    )
 
 
 def test_bad_recipes_get_clear_errors(tmp_path: Path):

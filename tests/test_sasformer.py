@@ -169,4 +169,5 @@ def test_the_voc_recipe_without_voc_says_how_to_get_data(in_tmp: Path, capsys: p
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("wsss: error:")]
     assert len(errors) == 1 and "dataset root data/VOCdevkit/VOC2012 does not exist" in errors[0]
-    assert "wsss synth voc" in errors[0] and f"make train RECIPE=sasformer_{supervision}_synthetic" in errors[0]
+    assert "wsss synth voc" in errors[0]
+    assert f"make train RECIPE=sasformer_{supervision}_synthetic" in errors[0]

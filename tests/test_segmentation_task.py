@@ -16,11 +16,25 @@ def test_any_band_count_and_sizes_that_are_not_multiples_of_32():
 
 def test_training_on_true_masks_improves_miou(synthetic_voc, tmp_path):
     L.seed_everything(0)
-    data = VOCDataModule(str(synthetic_voc), batch_size=8, eval_batch_size=8, crop_size=48, supervision="dense",
-                         train_split="train_aug", val_split="train_aug")
+    data = VOCDataModule(
+        str(synthetic_voc),
+        batch_size=8,
+        eval_batch_size=8,
+        crop_size=48,
+        supervision="dense",
+        train_split="train_aug",
+        val_split="train_aug",
+    )
     model = SegmentationTask(num_classes=data.num_classes, lr=3e-3, optimizer="adamw", scheduler="constant")
-    trainer = L.Trainer(max_epochs=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     before = trainer.validate(model, datamodule=data, verbose=False)[0]["val/miou"]
     trainer.fit(model, datamodule=data)
     after = trainer.validate(model, datamodule=data, verbose=False)[0]["val/miou"]

@@ -54,8 +54,11 @@ def test_voc_layout_is_complete_and_consistent(voc: Path) -> None:
     assert len(classes) == 6 and classes[0] == "background" and len(set(classes)) == 6
     assert {p.name for p in (voc / "JPEGImages").iterdir()} == {f"{n}.jpg" for n in train_aug + val}
     assert {p.name for p in (voc / "SegmentationClassAug").iterdir()} == {f"{n}.png" for n in train_aug + val}
-    for folder, suffix in [("scribble_annotation/pascal_2012", ".xml"), ("SparseLabels/point", ".png"),
-                           ("SparseLabels/scribble", ".png")]:
+    for folder, suffix in [
+        ("scribble_annotation/pascal_2012", ".xml"),
+        ("SparseLabels/point", ".png"),
+        ("SparseLabels/scribble", ".png"),
+    ]:
         assert {p.name for p in (voc / folder).iterdir()} == {n + suffix for n in train_aug}
     for file in ("voc_whats_the_point.json", "voc_whats_the_point_bg_from_scribbles.json"):
         assert list(read_points_json(voc / "whats_the_point" / file)) == train_aug
@@ -92,7 +95,8 @@ def test_sparse_pngs_equal_rasterised_annotations_inside_the_right_class(voc: Pa
         np.testing.assert_array_equal(point_png, draw_points(points[name] + background[name], mask.shape, 3))
         scribbles = read_scribble_xml(voc / "scribble_annotation" / "pascal_2012" / f"{name}.xml", classes)
         assert {cls for cls, _ in scribbles} == present | {0}
-        scribble_png = cv2.imread(str(voc / "SparseLabels" / "scribble" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        scribble_file = voc / "SparseLabels" / "scribble" / f"{name}.png"
+        scribble_png = cv2.imread(str(scribble_file), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(scribble_png, draw_scribbles(scribbles, mask.shape, 3))
         for sparse in (point_png, scribble_png):
             labelled = sparse != 255
@@ -112,9 +116,15 @@ def test_label_mask_puts_ignore_on_both_sides_of_every_instance_border() -> None
 
 
 def test_shape_masks_have_their_analytic_areas() -> None:
-    areas = {"disc": np.pi, "square": 1.5**2, "ring": np.pi * (1 - 0.45**2), "cross": 2 * 2 * 0.64 - 0.64**2,
-             "triangle": 3 * np.sqrt(3) / 4, "ellipse": np.pi * 0.55, "star": np.pi * (0.45**2 + 0.45 * 0.55
-                                                                                         + 0.55**2 / 3)}
+    areas = {
+        "disc": np.pi,
+        "square": 1.5**2,
+        "ring": np.pi * (1 - 0.45**2),
+        "cross": 2 * 2 * 0.64 - 0.64**2,
+        "triangle": 3 * np.sqrt(3) / 4,
+        "ellipse": np.pi * 0.55,
+        "star": np.pi * (0.45**2 + 0.45 * 0.55 + 0.55**2 / 3),
+    }
     for shape, unit_area in areas.items():
         area = shape_mask(shape, 100, (50.0, 50.0), 40.0, 0.3).sum()
         assert area == pytest.approx(unit_area * 40**2, rel=0.02), shape
@@ -140,8 +150,9 @@ def test_cooccurrence_forces_the_pair_at_the_hand_computed_rate() -> None:
 
 def test_cooccurrence_raises_the_pair_frequency_in_the_dataset(tmp_path: Path) -> None:
     def pair_rate(cooccurrence: float) -> float:
-        root = make_synthetic_voc(tmp_path / str(cooccurrence), n_train=8, n_val=0, size=48,
-                                  cooccurrence=cooccurrence)
+        root = make_synthetic_voc(
+            tmp_path / str(cooccurrence), n_train=8, n_val=0, size=48, cooccurrence=cooccurrence
+        )
         labels = np.load(root / "cls_labels.npy", allow_pickle=True).item()
         return float(np.mean([v[0] == v[1] == 1 for v in labels.values()]))
 
@@ -159,8 +170,8 @@ def test_complete_dataset_is_reused_and_changed_or_interrupted_ones_regenerated(
     make_synthetic_voc(root, **args)
     assert not sentinel.exists() and not (root / "synthetic.incomplete").exists()
     make_synthetic_voc(root, **{**args, "n_train": 2})
-    assert len(list((root / "JPEGImages").iterdir())) == 3 and _split(root, "train_aug") == ["syn_000000",
-                                                                                             "syn_000001"]
+    assert len(list((root / "JPEGImages").iterdir())) == 3
+    assert _split(root, "train_aug") == ["syn_000000", "syn_000001"]
 
 
 def test_bad_arguments_and_foreign_folders_raise(tmp_path: Path) -> None:
@@ -178,8 +189,23 @@ def test_bad_arguments_and_foreign_folders_raise(tmp_path: Path) -> None:
 
 
 def test_cli_writes_png_images_and_dfc(tmp_path: Path) -> None:
-    main(["voc", "--root", str(tmp_path / "voc"), "--n-train", "2", "--n-val", "1", "--size", "48",
-          "--image-format", "png", "--cooccurrence", "0.5"])
+    main(
+        [
+            "voc",
+            "--root",
+            str(tmp_path / "voc"),
+            "--n-train",
+            "2",
+            "--n-val",
+            "1",
+            "--size",
+            "48",
+            "--image-format",
+            "png",
+            "--cooccurrence",
+            "0.5",
+        ]
+    )
     params = json.loads((tmp_path / "voc" / "synthetic.json").read_text())
     assert params["image_format"] == "png" and params["cooccurrence"] == 0.5 and params["n_train"] == 2
     assert len(list((tmp_path / "voc" / "JPEGImages").glob("*.png"))) == 3
@@ -217,10 +243,13 @@ def _class_means(cover: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return {int(c): (s1[:, cover == c].mean(1), s2[:, cover == c].mean(1)) for c in np.unique(cover)}
 
 
-@pytest.mark.parametrize(("first", "second", "twin_modality"), [(1, 5, "s2"), (2, 4, "s2"), (7, 9, "s2"),
-                                                                 (1, 2, "s1"), (4, 6, "s1"), (4, 9, "s1")])
-def test_dfc_classes_that_share_one_modality_differ_in_the_other(first: int, second: int,
-                                                                 twin_modality: str) -> None:
+@pytest.mark.parametrize(
+    ("first", "second", "twin_modality"),
+    [(1, 5, "s2"), (2, 4, "s2"), (7, 9, "s2"), (1, 2, "s1"), (4, 6, "s1"), (4, 9, "s1")],
+)
+def test_dfc_classes_that_share_one_modality_differ_in_the_other(
+    first: int, second: int, twin_modality: str
+) -> None:
     cover = np.full((64, 64), first, np.uint8)
     cover[:, 32:] = second
     (s1_a, s2_a), (s1_b, s2_b) = (m for _, m in sorted(_class_means(cover).items()))

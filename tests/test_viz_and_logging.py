@@ -30,11 +30,21 @@ def test_overlay_colours_and_panel_layout():
 
 
 def test_cam_snapshot_writes_a_panel_every_n_epochs(synthetic_voc, tmp_path):
-    data = VOCDataModule(str(synthetic_voc), batch_size=8, eval_batch_size=4, crop_size=48, train_split="train_aug")
+    data = VOCDataModule(
+        str(synthetic_voc), batch_size=8, eval_batch_size=4, crop_size=48, train_split="train_aug"
+    )
     model = CAMBaseline(backbone="resnet18", num_classes=data.num_classes, cam_scales=(1.0,))
-    trainer = L.Trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, callbacks=[CAMSnapshot(every_n_epochs=2, num_images=3)])
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[CAMSnapshot(every_n_epochs=2, num_images=3)],
+    )
     trainer.fit(model, datamodule=data)
     panels = sorted((tmp_path / "cam_snapshots").glob("*.png"))
     assert [p.name for p in panels] == ["epoch_001.png"]

@@ -34,8 +34,12 @@ def trivial_baselines(datamodule: L.LightningDataModule) -> dict[str, float]:
     for batch in datamodule.val_dataloader():
         mask = batch["mask"]
         background.update(torch.zeros_like(mask), mask)
-        counts = F.one_hot(mask.clamp(max=num_classes - 1), num_classes).masked_fill(
-            (mask == 255)[..., None], 0).flatten(1, 2).sum(1)
+        counts = (
+            F.one_hot(mask.clamp(max=num_classes - 1), num_classes)
+            .masked_fill((mask == 255)[..., None], 0)
+            .flatten(1, 2)
+            .sum(1)
+        )
         counts[:, 0] = -1  # the most frequent *present* class: a foreground class of the image
         frequent.update(counts.argmax(1)[:, None, None].expand_as(mask), mask)
     return {"all_background": float(background.compute()), "most_frequent_class": float(frequent.compute())}
@@ -43,7 +47,9 @@ def trivial_baselines(datamodule: L.LightningDataModule) -> dict[str, float]:
 
 def fit_and_test(recipe: str, out: Path, overrides: list[str]) -> tuple[L.LightningModule, float]:
     """Train a recipe and return the model and its test mIoU."""
-    cli = make_cli(["--config", str(RECIPES / recipe), f"--trainer.default_root_dir={out}", *overrides], run=False)
+    cli = make_cli(
+        ["--config", str(RECIPES / recipe), f"--trainer.default_root_dir={out}", *overrides], run=False
+    )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     result = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     return cli.model, result["test/miou"]
@@ -55,14 +61,24 @@ def draw_panel(cam_model, seg_model, datamodule, path: Path, n: int = 6) -> None
     batch = next(iter(datamodule.val_dataloader()))
     images, labels, masks = batch["image"][:n], batch["cls_labels"][:n], batch["mask"][:n]
     cam_model.eval(), seg_model.eval()
-    cams = F.interpolate(cam_model.cams(images), size=images.shape[-2:], mode="bilinear") * labels[:, :, None, None]
+    cams = (
+        F.interpolate(cam_model.cams(images), size=images.shape[-2:], mode="bilinear")
+        * labels[:, :, None, None]
+    )
     seeds = cams_to_mask(cams, labels, bg_threshold=cam_model.hparams.bg_threshold)
     preds = seg_model(images).argmax(1)
     rows = []
     for i in range(images.shape[0]):
         preview = image_preview(images[i])
-        rows.append([preview, cam_overlay(preview, cams[i].amax(0)), colorize_mask(seeds[i]),
-                     colorize_mask(preds[i]), colorize_mask(masks[i])])
+        rows.append(
+            [
+                preview,
+                cam_overlay(preview, cams[i].amax(0)),
+                colorize_mask(seeds[i]),
+                colorize_mask(preds[i]),
+                colorize_mask(masks[i]),
+            ]
+        )
     Image.fromarray(tile_panel(rows, ["image", "CAM", "seed", "stage 3", "truth"], scale=3)).save(path)
 
 
@@ -86,22 +102,37 @@ def run(data: Path, out: Path, epochs: int, seg_epochs: int, n_train: int, size:
     out.mkdir(parents=True, exist_ok=True)
     data_args = [f"--data.init_args.root={data}", f"--data.init_args.crop_size={size}"]
 
-    stage1 = make_cli(["--config", str(RECIPES / "cam_baseline_synthetic.yaml"), *data_args,
-                       f"--trainer.default_root_dir={out / 'stage1'}", f"--trainer.max_epochs={epochs}"],
-                      run=False)
+    stage1 = make_cli(
+        [
+            "--config",
+            str(RECIPES / "cam_baseline_synthetic.yaml"),
+            *data_args,
+            f"--trainer.default_root_dir={out / 'stage1'}",
+            f"--trainer.max_epochs={epochs}",
+        ],
+        run=False,
+    )
     stage1.trainer.fit(stage1.model, datamodule=stage1.datamodule)
 
     writer = PseudoMaskWriter(str(out / "pseudo_masks"))
     L.Trainer(callbacks=[writer], logger=False, default_root_dir=out / "stage2").predict(
-        stage1.model, datamodule=stage1.datamodule, return_predictions=False)
+        stage1.model, datamodule=stage1.datamodule, return_predictions=False
+    )
 
     seg_args = [*data_args, f"--trainer.max_epochs={seg_epochs}"]
-    seg_model, final = fit_and_test("segmentation_synthetic.yaml", out / "stage3",
-                                    [*seg_args, f"--data.init_args.mask_dir={out / 'pseudo_masks'}"])
+    seg_model, final = fit_and_test(
+        "segmentation_synthetic.yaml",
+        out / "stage3",
+        [*seg_args, f"--data.init_args.mask_dir={out / 'pseudo_masks'}"],
+    )
     _, upper = fit_and_test("segmentation_synthetic.yaml", out / "upper_bound", seg_args)
 
-    results = {**writer.results, "final_miou": final, "upper_bound_miou": upper,
-               **trivial_baselines(stage1.datamodule)}
+    results = {
+        **writer.results,
+        "final_miou": final,
+        "upper_bound_miou": upper,
+        **trivial_baselines(stage1.datamodule),
+    }
     table = results_table(results)
     draw_panel(stage1.model, seg_model, stage1.datamodule, out / "panel.png")
     (out / "results.md").write_text(table)

@@ -6,7 +6,7 @@ from lightning.pytorch.loggers import WandbLogger as _WandbLogger
 
 
 class WandbLogger(_WandbLogger):
-    """Lightning's WandbLogger, offline unless ``WANDB_MODE`` asks for ``online`` (or ``offline`` is passed)."""
+    """Lightning's WandbLogger, offline unless ``WANDB_MODE`` asks for ``online`` or ``offline`` is given."""
 
     def __init__(self, offline: bool | None = None, **kwargs) -> None:
         if offline is None:

@@ -1,4 +1,4 @@
-"""The ``wsss`` command line: LightningCLI (fit, validate, test, predict) plus synth, demo, sweep and resume."""
+"""The ``wsss`` command line: LightningCLI (fit, validate, test, predict) + synth, demo, sweep, resume."""
 
 import importlib
 import os
@@ -8,13 +8,13 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
 
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
-from lightning.pytorch.loggers import WandbLogger  # noqa: E402
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 
-import lightning as L  # noqa: E402
-from wsss.data.base import WSSSDataModule  # noqa: E402
-from wsss.recipes import expand_config_args  # noqa: E402
+from wsss.data.base import WSSSDataModule
+from wsss.recipes import expand_config_args
 
 PACKAGE = Path(__file__).resolve().parent
 DATASET_SUFFIXES = ("_voc", "_coco", "_cub", "_dfc2020")
@@ -46,7 +46,7 @@ class WSSSCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser) -> None:
-        """Every model takes ``num_classes`` and ``in_channels`` from the DataModule; last.ckpt is always kept."""
+        """Every model takes ``num_classes`` and ``in_channels`` from the data; last.ckpt is always kept."""
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
@@ -62,7 +62,7 @@ class WSSSCLI(LightningCLI):
 
 
 def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
-    """Parse ``args`` (a subcommand first when ``run``); with ``run=False`` only build trainer, model and data."""
+    """Parse ``args`` (a subcommand first when ``run``); ``run=False`` only builds trainer, model, data."""
     return WSSSCLI(
         L.LightningModule,
         WSSSDataModule,

@@ -6,13 +6,19 @@ import yaml
 
 
 def merge(base: dict, override: dict) -> dict:
-    """Deep-merge ``override`` into ``base``; lists and scalars are replaced, and so is a block whose class changes."""
+    """Deep-merge ``override`` into ``base``; lists, scalars and blocks whose class changes are replaced."""
     out = dict(base)
     for key, value in override.items():
         old = out.get(key)
-        same_class = not (isinstance(value, dict) and isinstance(old, dict)
-                          and "class_path" in value and value["class_path"] != old.get("class_path"))
-        out[key] = merge(old, value) if isinstance(old, dict) and isinstance(value, dict) and same_class else value
+        same_class = not (
+            isinstance(value, dict)
+            and isinstance(old, dict)
+            and "class_path" in value
+            and value["class_path"] != old.get("class_path")
+        )
+        out[key] = (
+            merge(old, value) if isinstance(old, dict) and isinstance(value, dict) and same_class else value
+        )
     return out
 
 
@@ -35,7 +41,7 @@ def load_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 
 def expand_config_args(argv: list[str]) -> list[str]:
-    """Replace every ``--config FILE`` whose YAML has ``_base_`` by the merged YAML text (jsonargparse takes both)."""
+    """Replace every ``--config FILE`` whose YAML has ``_base_`` by the merged YAML text."""
     out = list(argv)
     for i, arg in enumerate(out):
         if arg == "--config" and i + 1 < len(out):
@@ -44,7 +50,11 @@ def expand_config_args(argv: list[str]) -> list[str]:
             j, value = i, arg.split("=", 1)[1]
         else:
             continue
-        if value.endswith((".yaml", ".yml")) and Path(value).is_file() and "_base_" in Path(value).read_text():
+        if (
+            value.endswith((".yaml", ".yml"))
+            and Path(value).is_file()
+            and "_base_" in Path(value).read_text()
+        ):
             text = yaml.safe_dump(load_recipe(value), sort_keys=False)
             out[j] = text if j != i else f"--config={text}"
     return out

@@ -12,7 +12,7 @@ from wsss.pseudo.io import voc_palette
 def image_preview(image: Tensor, rgb: Sequence[int] = (0, 1, 2)) -> np.ndarray:
     """(C, H, W) image of any band count -> (H, W, 3) uint8, each shown band min-max stretched.
 
-    ``rgb`` names the bands shown as red, green and blue; with fewer bands than that, the first is shown in grey.
+    ``rgb`` names the bands shown as red, green and blue; with fewer bands, the first is shown in grey.
     """
     bands = list(rgb) if max(rgb) < image.shape[0] else [0, 0, 0]
     x = image[bands].float().cpu().numpy()
@@ -33,7 +33,9 @@ def colorize_mask(mask: Tensor | np.ndarray) -> np.ndarray:
     return voc_palette()[mask.astype(np.uint8)]
 
 
-def tile_panel(rows: list[list[np.ndarray]], titles: Sequence[str], scale: int = 2, gap: int = 4) -> np.ndarray:
+def tile_panel(
+    rows: list[list[np.ndarray]], titles: Sequence[str], scale: int = 2, gap: int = 4
+) -> np.ndarray:
     """Tile equal-sized RGB images into a grid with a title over each column; returns (H, W, 3) uint8."""
     h, w = rows[0][0].shape[:2]
     h, w = h * scale, w * scale
@@ -44,5 +46,5 @@ def tile_panel(rows: list[list[np.ndarray]], titles: Sequence[str], scale: int =
     for i, row in enumerate(rows):
         for j, tile in enumerate(row):
             y, x = header + i * (h + gap), j * (w + gap)
-            canvas[y:y + h, x:x + w] = cv2.resize(tile, (w, h), interpolation=cv2.INTER_NEAREST)
+            canvas[y : y + h, x : x + w] = cv2.resize(tile, (w, h), interpolation=cv2.INTER_NEAREST)
     return canvas

@@ -25,8 +25,15 @@ class CAMSnapshot(L.Callback):
         self.num_images = num_images
         self.batch: dict | None = None
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs,
+        batch: dict,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         """Keep the first validation batch."""
         if batch_idx == 0:
             self.batch = {k: v[: self.num_images] for k, v in batch.items()}
@@ -35,8 +42,12 @@ class CAMSnapshot(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Draw and save the panel on rank zero."""
         epoch = trainer.current_epoch
-        if self.batch is None or trainer.sanity_checking or not trainer.is_global_zero \
-                or (epoch + 1) % self.every_n_epochs:
+        if (
+            self.batch is None
+            or trainer.sanity_checking
+            or not trainer.is_global_zero
+            or (epoch + 1) % self.every_n_epochs
+        ):
             return
         images, labels = self.batch["image"], self.batch["cls_labels"]
         cams = F.interpolate(pl_module.cams(images, labels), size=images.shape[-2:], mode="bilinear")

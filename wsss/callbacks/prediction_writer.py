@@ -33,10 +33,11 @@ class PseudoMaskWriter(BasePredictionWriter):
 
     The method's ``predict_step`` supplies ``scores`` (B, K+1, H, W, background first), and optionally
     ``cams``, ``cls_labels``, ``mask`` and ``image``. An optional ``refiner`` (random walk, CRF,
-    pixel-adaptive) refines the scores first; a random walk takes the method's ``patch_affinity(images)``. Files are written atomically; a non-empty folder that
-    wsss did not create (such as ground truth) is refused. With ground truth, the pseudo-mask mIoU, the
-    seed mIoU of the CAMs under the best background threshold, and a per-class table go to
-    ``metrics.json`` and ``iou_table.md`` in ``output_dir`` and to the loggers.
+    pixel-adaptive) refines the scores first; a random walk takes the method's ``patch_affinity(images)``.
+    Files are written atomically; a non-empty folder that wsss did not create (such as ground truth) is
+    refused. With ground truth, the pseudo-mask mIoU, the seed mIoU of the CAMs under the best background
+    threshold, and a per-class table go to ``metrics.json`` and ``iou_table.md`` in ``output_dir`` and to
+    the loggers.
     """
 
     def __init__(self, output_dir: str, refiner: Refiner | None = None, palette: bool = True) -> None:
@@ -50,9 +51,14 @@ class PseudoMaskWriter(BasePredictionWriter):
         """Check the output folder and create the metrics for the number of classes."""
         if stage != "predict":
             return
-        if self.refiner is not None and self.refiner.needs_affinity and not hasattr(pl_module, "patch_affinity"):
+        if (
+            self.refiner is not None
+            and self.refiner.needs_affinity
+            and not hasattr(pl_module, "patch_affinity")
+        ):
             raise ValueError(
-                f"{type(self.refiner).__name__} walks on a patch affinity, but {type(pl_module).__name__} has no "
+                f"{type(self.refiner).__name__} walks on a patch affinity, but {type(pl_module).__name__} "
+                "has no "
                 "patch_affinity(images) method; choose a CRF or pixel-adaptive refiner for this method"
             )
         prepare_output_dir(self.output_dir)
@@ -60,8 +66,16 @@ class PseudoMaskWriter(BasePredictionWriter):
         self.mask_iou = SegmentationIoU(num_classes=num_classes).to(pl_module.device)
         self.seed_iou = ThresholdSweepIoU(num_classes=num_classes).to(pl_module.device)
 
-    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict,
-                           batch_indices, batch, batch_idx: int, dataloader_idx: int) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: dict,
+        batch_indices,
+        batch,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
         """Refine, take the argmax, write each mask and update the metrics."""
         scores, labels = prediction["scores"], prediction.get("cls_labels")
         if self.refiner is not None:
@@ -84,8 +98,10 @@ class PseudoMaskWriter(BasePredictionWriter):
         self.results = {"pseudo_mask_miou": float(self.mask_iou.compute())}
         table = iou_table(self.mask_iou.per_class_iou(), trainer.datamodule.class_names)
         if trainer.strategy.reduce_boolean_decision(self.seed_iou.update_called, all=False):
-            self.results |= {"seed_miou": float(self.seed_iou.compute()),
-                             "seed_bg_threshold": float(self.seed_iou.best_threshold())}
+            self.results |= {
+                "seed_miou": float(self.seed_iou.compute()),
+                "seed_bg_threshold": float(self.seed_iou.best_threshold()),
+            }
         if trainer.is_global_zero:
             (self.output_dir / "metrics.json").write_text(json.dumps(self.results, indent=2))
             (self.output_dir / "iou_table.md").write_text(table)

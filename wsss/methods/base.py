@@ -1,4 +1,4 @@
-"""The shared base of every LightningModule: optimisation from plain arguments and the stage-1 CAM contract."""
+"""The shared base of every LightningModule: plain-argument optimisation and the stage-1 CAM contract."""
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ from wsss.pseudo.background import cams_to_mask, scores_with_background
 
 
 class BaseTask(L.LightningModule):
-    """Optimiser (SGD / AdamW) and per-step schedule (warm-up + cosine / poly / constant) from plain arguments."""
+    """Optimiser (SGD / AdamW) and per-step schedule (warm-up + cosine / poly / constant), plain arguments."""
 
     def __init__(
         self,
@@ -38,12 +38,15 @@ class BaseTask(L.LightningModule):
     def configure_optimizers(self) -> dict:
         """Build the optimiser and a per-step LambdaLR schedule over the whole run."""
         hp = self.hparams
-        optimizer = build_optimizer(self.param_groups(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.betas)
+        optimizer = build_optimizer(
+            self.param_groups(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.betas
+        )
         total = int(self.trainer.estimated_stepping_batches)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         warmup = round(hp.warmup_epochs * total / epochs)
-        factor = partial(lr_factor, total_steps=total, warmup_steps=warmup, name=hp.scheduler,
-                         poly_power=hp.poly_power)
+        factor = partial(
+            lr_factor, total_steps=total, warmup_steps=warmup, name=hp.scheduler, poly_power=hp.poly_power
+        )
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -91,15 +94,20 @@ class WSSSMethod(BaseTask, ABC):
         return scores_with_background(cams, cls_labels, bg_threshold=self.hparams.bg_threshold)
 
     def multiscale_cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
-        """CAMs at the input size, summed over ``cam_scales`` (and horizontal flips), renormalised to max 1."""
+        """CAMs at the input size, summed over ``cam_scales`` (and flips), renormalised to max 1."""
         size = images.shape[-2:]
         total = torch.zeros(0)
         for scale in self.hparams.cam_scales:
-            scaled = images if scale == 1.0 else F.interpolate(
-                images, scale_factor=scale, mode="bilinear", align_corners=False)
+            scaled = (
+                images
+                if scale == 1.0
+                else F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
+            )
             views = [scaled, scaled.flip(-1)] if self.hparams.cam_flip else [scaled]
             for i, view in enumerate(views):
-                cam = F.interpolate(self.cams(view, cls_labels), size=size, mode="bilinear", align_corners=False)
+                cam = F.interpolate(
+                    self.cams(view, cls_labels), size=size, mode="bilinear", align_corners=False
+                )
                 cam = cam.flip(-1) if i == 1 else cam
                 total = cam if total.numel() == 0 else total + cam
         return total / total.flatten(2).amax(-1).clamp_min(1e-5)[:, :, None, None]
@@ -130,5 +138,10 @@ class WSSSMethod(BaseTask, ABC):
         if labels is None:
             labels = (self.classify(images) > 0).float()
         cams = self.multiscale_cams(images, labels)
-        out = {"name": batch["name"], "cams": cams, "scores": self.score_maps(cams, labels), "cls_labels": labels}
+        out = {
+            "name": batch["name"],
+            "cams": cams,
+            "scores": self.score_maps(cams, labels),
+            "cls_labels": labels,
+        }
         return out | {k: batch[k] for k in ("image", "mask") if k in batch}

@@ -1,4 +1,4 @@
-"""The CAM baseline: a timm CNN at output stride 16 with a 1x1 classifier (Zhou et al. 2016; IRN's ResNet CAM)."""
+"""The CAM baseline: a timm CNN at output stride 16 with a 1x1 classifier (Zhou et al. 2016; as IRN)."""
 
 from collections.abc import Sequence
 
@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsss.methods.base import WSSSMethod
-from wsss.pseudo.background import normalize_cams
 from wsss.models.backbones import create_cnn_features
+from wsss.pseudo.background import normalize_cams
 
 
 class CAMBaseline(WSSSMethod):

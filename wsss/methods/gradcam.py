@@ -40,7 +40,11 @@ def token_reshape(model: nn.Module, grid: tuple[int, int]):
 
 
 def gradcam_maps(
-    model: nn.Module, target_layer: nn.Module, images: Tensor, classes: Sequence[int], num_classes: int,
+    model: nn.Module,
+    target_layer: nn.Module,
+    images: Tensor,
+    classes: Sequence[int],
+    num_classes: int,
     token_grid: tuple[int, int] | None = None,
 ) -> Tensor:
     """Grad-CAM maps (B, K, H, W) in [0, 1] for ``classes``; the other channels are zero.
@@ -82,7 +86,9 @@ class GradCAMClassifier(WSSSMethod):
     ) -> None:
         super().__init__(num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim)
         kwargs = {"dynamic_img_size": True} if model.startswith(("vit", "deit")) else {}
-        self.model = create_timm_model(model, weights, num_classes=num_classes, in_chans=in_channels, **kwargs)
+        self.model = create_timm_model(
+            model, weights, num_classes=num_classes, in_chans=in_channels, **kwargs
+        )
         self.target_layer_name = target_layer or default_target_layer(self.model)
         self.target_layer = get_submodule(self.model, self.target_layer_name)
 

@@ -10,7 +10,11 @@ SchedulerName = Literal["cosine", "poly", "constant"]
 
 
 def build_optimizer(
-    param_groups: list[dict], name: OptimizerName, lr: float, weight_decay: float, momentum: float,
+    param_groups: list[dict],
+    name: OptimizerName,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
     betas: tuple[float, float],
 ) -> torch.optim.Optimizer:
     """SGD (with momentum) or AdamW over groups that may carry an ``lr_scale`` multiplier."""

@@ -33,8 +33,11 @@ class SegmentationTask(BaseTask):
         """Class logits (B, K+1, H, W); the input is padded to the encoder's stride and cropped back."""
         h, w = images.shape[-2:]
         stride = 32
-        padded = F.pad(images, (0, -w % stride, 0, -h % stride), mode="reflect") if (h % stride or w % stride) \
+        padded = (
+            F.pad(images, (0, -w % stride, 0, -h % stride), mode="reflect")
+            if (h % stride or w % stride)
             else images
+        )
         return self.model(padded)[..., :h, :w]
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

@@ -31,7 +31,9 @@ class AttentionCapture:
     pass (cleared at the first module's next call). ``on_map(index, attn)`` may return a replacement map.
     """
 
-    def __init__(self, modules: Sequence[nn.Module], on_map: MapHook | None = None, detach: bool = False) -> None:
+    def __init__(
+        self, modules: Sequence[nn.Module], on_map: MapHook | None = None, detach: bool = False
+    ) -> None:
         self.modules = list(modules)
         self.on_map = on_map
         self.detach = detach

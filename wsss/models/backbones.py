@@ -20,7 +20,7 @@ def check_weights_path(weights: str | Path | None) -> Path | None:
 
 
 def create_timm_model(name: str, weights: str | Path | None = None, **kwargs) -> nn.Module:
-    """``timm.create_model`` that loads ``weights`` from a local file (adapting stem and head) or none at all."""
+    """``timm.create_model`` that loads ``weights`` from a local file (adapting stem and head) or none."""
     path = check_weights_path(weights)
     if path is None:
         return timm.create_model(name, pretrained=False, **kwargs)
@@ -32,5 +32,10 @@ def create_cnn_features(
 ) -> nn.Module:
     """A timm CNN returning its last feature map at ``output_stride`` (dilated last stages)."""
     return create_timm_model(
-        name, weights, in_chans=in_channels, features_only=True, output_stride=output_stride, out_indices=(-1,)
+        name,
+        weights,
+        in_chans=in_channels,
+        features_only=True,
+        output_stride=output_stride,
+        out_indices=(-1,),
     )

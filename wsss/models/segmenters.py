@@ -13,12 +13,21 @@ SegmenterArch = Literal["unet", "deeplabv3plus", "segformer"]
 
 
 def create_segmenter(
-    arch: SegmenterArch, encoder: str, in_channels: int, classes: int, encoder_weights: str | Path | None = None
+    arch: SegmenterArch,
+    encoder: str,
+    in_channels: int,
+    classes: int,
+    encoder_weights: str | Path | None = None,
 ) -> nn.Module:
-    """An smp model; ``encoder_weights`` is a local state-dict file of the 3-band encoder, adapted to ``in_channels``."""
+    """An smp model; ``encoder_weights`` is a local 3-band encoder state dict, adapted to ``in_channels``."""
     path = check_weights_path(encoder_weights)
-    model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None,
-                             in_channels=3 if path else in_channels, classes=classes)
+    model = smp.create_model(
+        arch,
+        encoder_name=encoder,
+        encoder_weights=None,
+        in_channels=3 if path else in_channels,
+        classes=classes,
+    )
     if path is not None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         try:

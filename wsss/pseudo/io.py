@@ -25,11 +25,12 @@ def voc_palette(n: int = 256) -> np.ndarray:
 
 
 def prepare_output_dir(path: str | Path) -> Path:
-    """Create ``path`` for pseudo-masks; refuse a non-empty folder that wsss did not create (e.g. ground truth)."""
+    """Create ``path`` for pseudo-masks; refuse a non-empty folder wsss did not create (e.g. GT)."""
     path = Path(path)
     if path.exists() and any(path.iterdir()) and not (path / MARKER).exists():
         raise FileExistsError(
-            f"{path} is not empty and holds no {MARKER} marker: it may be ground truth, so wsss will not write "
+            f"{path} is not empty and holds no {MARKER} marker: it may be ground truth, so wsss "
+            "will not write "
             "pseudo-masks into it; choose an empty or new folder"
         )
     path.mkdir(parents=True, exist_ok=True)
