@@ -15,7 +15,10 @@ from wsss.pseudo.background import cams_to_mask, scores_with_background
 
 
 class BaseTask(L.LightningModule):
-    """Optimiser (SGD / AdamW) and per-step schedule (warm-up + cosine / poly / constant), plain arguments."""
+    """Optimiser (SGD / AdamW) and per-step schedule (warm-up + cosine / poly / constant), plain arguments.
+
+    Subclasses implement ``training_losses(batch)``; every term is logged as ``train/<name>``.
+    """
 
     def __init__(
         self,
@@ -30,6 +33,17 @@ class BaseTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+
+    def training_losses(self, batch: dict) -> dict[str, Tensor]:
+        """The losses on a training batch; ``"loss"`` is the total that is optimised."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_losses")
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """Optimise the method's total loss and log every term."""
+        losses = self.training_losses(batch)
+        size = batch["image"].shape[0]
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=size)
+        return losses["loss"]
 
     def param_groups(self) -> list[dict]:
         """Parameter groups; a group may set ``lr_scale`` (e.g. 10 for a freshly initialised head)."""
@@ -81,10 +95,6 @@ class WSSSMethod(BaseTask, ABC):
     def cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
         """Class activation maps (B, K, h, w), non-negative and normalised to max 1 per class."""
 
-    @abstractmethod
-    def training_losses(self, batch: dict) -> dict[str, Tensor]:
-        """The method's losses on a training batch; ``"loss"`` is the total that is optimised."""
-
     def logits_and_cams(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and CAMs in one call; methods that share a forward pass override this."""
         return self.classify(images), self.cams(images)
@@ -111,13 +121,6 @@ class WSSSMethod(BaseTask, ABC):
                 cam = cam.flip(-1) if i == 1 else cam
                 total = cam if total.numel() == 0 else total + cam
         return total / total.flatten(2).amax(-1).clamp_min(1e-5)[:, :, None, None]
-
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        """Optimise the method's total loss and log every term."""
-        losses = self.training_losses(batch)
-        size = batch["image"].shape[0]
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=size)
-        return losses["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Classification mAP and single-scale seed mIoU (fixed background threshold, GT image labels)."""

@@ -108,13 +108,6 @@ class SASFormer(BaseTask):
         ph, pw = out.padded_size
         return F.pad((sparse == UNLABELED).float(), (0, pw - w, 0, ph - h), value=0.0)
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        """Optimise L_seg + alpha * L_aff and log every term as train/<name>."""
-        losses = self.training_losses(batch)
-        size = batch["image"].shape[0]
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=size)
-        return losses["loss"]
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Single-scale mIoU against the dense ground truth."""
         self.val_iou.update(self(batch["image"]).logits.argmax(1), batch["mask"])

@@ -40,11 +40,9 @@ class SegmentationTask(BaseTask):
         )
         return self.model(padded)[..., :h, :w]
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_losses(self, batch: dict) -> dict[str, Tensor]:
         """Cross-entropy on the (pseudo-)mask, ignoring 255."""
-        loss = F.cross_entropy(self(batch["image"]), batch["mask"], ignore_index=255)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
-        return loss
+        return {"loss": F.cross_entropy(self(batch["image"]), batch["mask"], ignore_index=255)}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """mIoU of the argmax prediction against the true mask."""
