@@ -209,7 +209,7 @@ def write_report(args, sweep, unpruned_stats, s2_stats, masks, refinement, elaps
               "", "The sparsity rate is the fraction of closed heads at evaluation (log_alpha <= 0); the "
               "official code logs the sum over layers of the fraction of open heads instead. One seed at a "
               "reduced size: differences of a few points are within run-to-run noise.", ""]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines))
     print(f"wrote {args.output}")
 

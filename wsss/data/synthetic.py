@@ -58,7 +58,7 @@ from wsss.data.sparse_labels import draw_points, draw_scribbles, write_points_js
 from wsss.data.textures import CLASS_SPECS, MIN_DIAMETER, compose_scene, safe_interior, sample_image_classes
 
 #: Bumped whenever the generated content changes, so that old datasets are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 METADATA, INCOMPLETE = "synthetic.json", "synthetic.incomplete"
 VOC_ENTRIES = (
     "JPEGImages", "SegmentationClassAug", "ImageSets", "classes.txt", "cls_labels.npy", "whats_the_point",
