@@ -55,11 +55,20 @@ def test_method_fits_and_predicts_under_ddp(recipe: str, voc: Path, tmp_path: Pa
         root = voc
         names = (voc / "ImageSets/Segmentation/train_aug.txt").read_text().split()
         extra = ["--data.init_args.crop_size=48"]
-    args = ["--config", str(RECIPES / f"{recipe}.yaml"), f"--data.init_args.root={root}", *TINY, *extra,
-            f"--trainer.default_root_dir={tmp_path / 'run'}", *DDP]
+    args = [
+        "--config",
+        str(RECIPES / f"{recipe}.yaml"),
+        f"--data.init_args.root={root}",
+        *TINY,
+        *extra,
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
+        *DDP,
+    ]
     run_wsss(["fit", *args], tmp_path)
     ckpt = next((tmp_path / "run").glob("**/checkpoints/last.ckpt"))
     run_wsss(["predict", *args, f"--ckpt_path={ckpt}"], tmp_path)
     masks = tmp_path / "runs" / recipe / "pseudo_masks"
     assert sorted(p.stem for p in masks.glob("*.png")) == sorted(names)
-    assert not [p for p in masks.iterdir() if p.name.startswith(".") and p.suffix == ".png"], "temporary files"
+    assert not [p for p in masks.iterdir() if p.name.startswith(".") and p.suffix == ".png"], (
+        "temporary files"
+    )

@@ -86,7 +86,10 @@ def results_table(results: dict[str, float]) -> str:
     """The demo's markdown table."""
     rows = [
         ("seed (CAM, best bg threshold), train", results["seed_miou"]),
-        ("pseudo-mask (CAM, bg 0.15), train", results["pseudo_mask_miou"]),
+        (
+            f"pseudo-mask (CAM, bg {results['pseudo_mask_bg_threshold']:.2f}), train",
+            results["pseudo_mask_miou"],
+        ),
         ("final: UNet on pseudo-masks, val", results["final_miou"]),
         ("upper bound: UNet on true masks, val", results["upper_bound_miou"]),
         ("trivial: all background, val", results["all_background"]),
@@ -129,6 +132,7 @@ def run(data: Path, out: Path, epochs: int, seg_epochs: int, n_train: int, size:
 
     results = {
         **writer.results,
+        "pseudo_mask_bg_threshold": stage1.model.hparams.bg_threshold,
         "final_miou": final,
         "upper_bound_miou": upper,
         **trivial_baselines(stage1.datamodule),
