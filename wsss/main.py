@@ -9,6 +9,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
 
 import lightning as L
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -27,15 +28,13 @@ EXTRA_COMMANDS = {
 
 
 class ConfigSaver(SaveConfigCallback):
-    """Save the resolved config next to the run's logs and, when wandb is the logger, into the wandb run."""
+    """Save the resolved config next to the run's logs (as Lightning does) and into every wandb run."""
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Push the resolved config to every wandb logger of the trainer."""
         config = self.parser.dump(self.config, skip_none=False)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                import yaml
-
                 logger.experiment.config.update(yaml.safe_load(config), allow_val_change=True)
 
 

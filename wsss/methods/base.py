@@ -106,20 +106,14 @@ class WSSSMethod(BaseTask, ABC):
     def multiscale_cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
         """CAMs at the input size, summed over ``cam_scales`` (and flips), renormalised to max 1."""
         size = images.shape[-2:]
-        total = torch.zeros(0)
+        maps = []
         for scale in self.hparams.cam_scales:
-            scaled = (
-                images
-                if scale == 1.0
-                else F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
-            )
+            scaled = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear")
             views = [scaled, scaled.flip(-1)] if self.hparams.cam_flip else [scaled]
-            for i, view in enumerate(views):
-                cam = F.interpolate(
-                    self.cams(view, cls_labels), size=size, mode="bilinear", align_corners=False
-                )
-                cam = cam.flip(-1) if i == 1 else cam
-                total = cam if total.numel() == 0 else total + cam
+            for flipped, view in enumerate(views):
+                cam = F.interpolate(self.cams(view, cls_labels), size=size, mode="bilinear")
+                maps.append(cam.flip(-1) if flipped else cam)
+        total = torch.stack(maps).sum(0)
         return total / total.flatten(2).amax(-1).clamp_min(1e-5)[:, :, None, None]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
