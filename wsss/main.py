@@ -1,4 +1,4 @@
-"""The ``wsss`` command line: LightningCLI (fit, validate, test, predict) + synth, demo, sweep, resume."""
+"""The ``wsss`` command line: LightningCLI (fit, validate, test, predict) + extra commands."""
 
 import importlib
 import os
@@ -24,6 +24,7 @@ EXTRA_COMMANDS = {
     "demo": "wsss.demo",
     "sweep": "wsss.sweep",
     "resume": "wsss.resume",
+    "affinity-labels": "wsss.pseudo.confident",
 }
 
 
