@@ -19,10 +19,8 @@ from wsss.pseudo.par import PixelAdaptiveRefiner
 from wsss.pseudo.refiner import Refiner
 
 
-def images_per_second(
-    run: Callable[[], torch.Tensor], batch: int, device: torch.device, repeats: int
-) -> float:
-    """Median images/s of ``run`` (one batch per call) over ``repeats`` timed calls after one warm-up call."""
+def median_seconds(run: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time of ``run()`` in seconds over ``repeats`` calls after one warm-up call."""
     run()
     timings = []
     for _ in range(repeats):
@@ -33,7 +31,14 @@ def images_per_second(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings.append(time.perf_counter() - start)
-    return batch / sorted(timings)[len(timings) // 2]
+    return sorted(timings)[len(timings) // 2]
+
+
+def images_per_second(
+    run: Callable[[], torch.Tensor], batch: int, device: torch.device, repeats: int
+) -> float:
+    """Median images/s of ``run`` (one batch per call) over ``repeats`` timed calls after one warm-up call."""
+    return batch / median_seconds(run, device, repeats)
 
 
 def refiners() -> dict[str, Callable[[], Refiner]]:

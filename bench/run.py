@@ -29,6 +29,7 @@ from statistics import median
 import lightning as L
 import timm
 import torch
+from bench_refiners import median_seconds
 from torch.utils.data import DataLoader, Dataset
 
 from wsss.models.attention import AttentionCapture, vit_attention_modules
@@ -270,17 +271,7 @@ def bench_method(name: str, args: argparse.Namespace, argv: list[str]) -> list[s
 
 def median_ms(run, repeats: int, device: torch.device) -> float:
     """Median wall time of ``run()`` in ms over ``repeats`` calls after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 1000 * median(times)
+    return 1000 * median_seconds(run, device, repeats)
 
 
 def bench_attention_capture(args: argparse.Namespace, device: torch.device) -> list[list[str]]:
