@@ -4,12 +4,14 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
 from wsss.callbacks import CAMSnapshot
 from wsss.data.voc import VOCDataModule
 from wsss.loggers import WandbLogger
 from wsss.methods.cam_baseline import CAMBaseline
+from wsss.resume import find_last_checkpoint
 from wsss.viz import cam_overlay, colorize_mask, image_preview, tile_panel
 
 
@@ -59,3 +61,17 @@ def test_wandb_logger_is_offline_unless_asked(monkeypatch: pytest.MonkeyPatch, t
     else:
         monkeypatch.setenv("WANDB_MODE", mode)
     assert WandbLogger(save_dir=str(tmp_path))._offline is offline
+
+
+def test_wandb_run_keeps_its_checkpoints_below_the_run_directory(synthetic_voc, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    data = VOCDataModule(str(synthetic_voc), batch_size=8, crop_size=48, train_split="train_aug")
+    logger = WandbLogger(save_dir=str(tmp_path / "shared"), project="wsss")
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=logger,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path / "run", callbacks=[ModelCheckpoint(save_last=True)])
+    trainer.fit(CAMBaseline(backbone="resnet18", num_classes=data.num_classes, cam_scales=(1.0,)), data)
+    last = find_last_checkpoint(tmp_path / "run")
+    assert last.parent == tmp_path / "run" / "wsss" / logger.version / "checkpoints"
+    assert any((tmp_path / "shared" / "wandb").glob("offline-run-*")), "wandb's files stay in save_dir"
