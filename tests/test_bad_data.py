@@ -2,6 +2,7 @@
 a corrupt JPEG stops ``fit`` with one line naming it, or is skipped everywhere with ``skip_bad_samples``;
 a NaN Sentinel-1 pixel is filled and trains to finite weights, or stops the run with ``nan_policy=error``."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ import torch
 import yaml
 
 from tests.data.fake_dfc2020 import write_fake_dfc2020
+from wsss.data.io import read_label_png
 from wsss.data.synthetic import make_synthetic_voc
+from wsss.eval import SegmentationIoU
 from wsss.main import main
 from wsss.recipes import load_recipe, merge
 
@@ -69,6 +72,12 @@ def test_skip_bad_samples_trains_and_writes_every_other_mask(voc_with_corrupt_jp
     main(["predict", *args, writer, f"--ckpt_path={ckpt}"])
     names = set((root / "ImageSets/Segmentation/train_aug.txt").read_text().split())
     assert {p.stem for p in masks.glob("*.png")} == names - {name}
+    iou = SegmentationIoU(num_classes=6)  # the readable images, each scored once
+    for kept in sorted(names - {name}):
+        truth = torch.from_numpy(read_label_png(root / "SegmentationClassAug" / f"{kept}.png")).long()
+        iou.update(torch.from_numpy(read_label_png(masks / f"{kept}.png")).long()[None], truth[None])
+    scored = json.loads((masks / "metrics.json").read_text())["pseudo_mask_miou"]
+    assert scored == pytest.approx(float(iou.compute()), abs=1e-6)
 
 
 def dfc_config(tmp_path: Path, nan_policy: str) -> Path:

@@ -37,7 +37,8 @@ class PseudoMaskWriter(BasePredictionWriter):
     Files are written atomically; a non-empty folder that wsss did not create (such as ground truth) is
     refused. With ground truth, the pseudo-mask mIoU, the seed mIoU of the CAMs under the best background
     threshold, and a per-class table go to ``metrics.json`` and ``iou_table.md`` in ``output_dir`` and to
-    the loggers.
+    the loggers. An image is scored once even if it comes again (``skip_bad_samples`` replaces an unreadable
+    sample by the next readable one).
     """
 
     def __init__(self, output_dir: str, refiner: Refiner | None = None, palette: bool = True) -> None:
@@ -46,6 +47,7 @@ class PseudoMaskWriter(BasePredictionWriter):
         self.refiner = refiner
         self.palette = palette
         self.results: dict[str, float] = {}
+        self.scored: set[str] = set()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Check the output folder and create the metrics for the number of classes."""
@@ -62,6 +64,7 @@ class PseudoMaskWriter(BasePredictionWriter):
                 "patch_affinity(images) method; choose a CRF or pixel-adaptive refiner for this method"
             )
         prepare_output_dir(self.output_dir)
+        self.scored = set()
         num_classes = pl_module.num_classes + 1
         self.mask_iou = SegmentationIoU(num_classes=num_classes).to(pl_module.device)
         self.seed_iou = ThresholdSweepIoU(num_classes=num_classes).to(pl_module.device)
@@ -86,10 +89,16 @@ class PseudoMaskWriter(BasePredictionWriter):
         masks = masks_from_scores(scores, labels)
         for name, mask in zip(prediction["name"], masks.cpu().numpy(), strict=True):
             write_mask_png(mask, self.output_dir / f"{name}.png", self.palette)
-        if "mask" in prediction:
-            self.mask_iou.update(masks, prediction["mask"])
+        new = []
+        for i, name in enumerate(prediction["name"]):
+            if name not in self.scored:
+                self.scored.add(name)
+                new.append(i)
+        if "mask" in prediction and new:
+            self.mask_iou.update(masks[new], prediction["mask"][new])
             if "cams" in prediction:
-                self.seed_iou.update(prediction["cams"], prediction["mask"], labels)
+                self.seed_iou.update(prediction["cams"][new], prediction["mask"][new],
+                                     None if labels is None else labels[new])
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Report and save the scores of the written masks (only when ground truth was seen)."""
