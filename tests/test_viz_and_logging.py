@@ -1,18 +1,22 @@
 """Pictures (previews, overlays, panels, CAM snapshots) and the offline-first wandb logger."""
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
 from wsss.callbacks import CAMSnapshot
 from wsss.data.voc import VOCDataModule
 from wsss.loggers import WandbLogger
+from wsss.main import main
 from wsss.methods.cam_baseline import CAMBaseline
 from wsss.resume import find_last_checkpoint
 from wsss.viz import cam_overlay, colorize_mask, image_preview, tile_panel
+
+RECIPES = Path(__file__).parents[1] / "recipes"
 
 
 def test_preview_stretches_each_shown_band_and_handles_any_band_count():
@@ -63,15 +67,12 @@ def test_wandb_logger_is_offline_unless_asked(monkeypatch: pytest.MonkeyPatch, t
     assert WandbLogger(save_dir=str(tmp_path))._offline is offline
 
 
-def test_wandb_run_keeps_its_checkpoints_below_the_run_directory(synthetic_voc, tmp_path, monkeypatch):
+def test_wandb_run_keeps_its_files_and_checkpoints_in_the_run_directory(tiny_fit_args, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    data = VOCDataModule(str(synthetic_voc), batch_size=8, crop_size=48, train_split="train_aug")
-    logger = WandbLogger(save_dir=str(tmp_path / "shared"), project="wsss")
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=logger,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path / "run", callbacks=[ModelCheckpoint(save_last=True)])
-    trainer.fit(CAMBaseline(backbone="resnet18", num_classes=data.num_classes, cam_scales=(1.0,)), data)
-    last = find_last_checkpoint(tmp_path / "run")
-    assert last.parent == tmp_path / "run" / "wsss" / logger.version / "checkpoints"
-    assert any((tmp_path / "shared" / "wandb").glob("offline-run-*")), "wandb's files stay in save_dir"
+    main(["fit", "--config", str(RECIPES / "cam_baseline_synthetic.yaml"), "--config",
+          str(RECIPES / "_base_/wandb.yaml"), *tiny_fit_args, "--trainer.callbacks=[]"])
+    last = find_last_checkpoint(tmp_path)
+    assert last.parent.parent.parent == tmp_path / "wsss", last
+    assert (tmp_path / "config.yaml").is_file()
+    assert any((tmp_path / "wandb").glob("offline-run-*")), "wandb's files are in the run folder"

@@ -8,17 +8,12 @@ from lightning.pytorch.loggers import WandbLogger as _WandbLogger
 class WandbLogger(_WandbLogger):
     """Lightning's WandbLogger, offline unless ``WANDB_MODE`` asks for ``online`` or ``offline`` is given.
 
-    wandb's own files go below ``save_dir``; checkpoints go below the trainer's ``default_root_dir``
-    (``<root>/<project>/<run id>/checkpoints``), where ``wsss resume`` looks for them, instead of below the
-    shared ``save_dir`` where Lightning would put them.
+    From the ``wsss`` command line, an unset ``save_dir`` becomes ``trainer.default_root_dir``, so that the
+    wandb files, ``config.yaml`` and the checkpoints (``<save_dir>/<project>/<run id>/checkpoints``) of a
+    recipe stay in its run folder, where ``wsss resume`` looks.
     """
 
-    def __init__(self, offline: bool | None = None, **kwargs) -> None:
+    def __init__(self, save_dir: str | None = None, offline: bool | None = None, **kwargs) -> None:
         if offline is None:
             offline = os.environ.get("WANDB_MODE", "offline") not in ("online", "run")
-        super().__init__(offline=offline, **kwargs)
-
-    @property
-    def save_dir(self) -> None:
-        """None, so that Lightning places checkpoints and ``trainer.log_dir`` below ``default_root_dir``."""
-        return None
+        super().__init__(save_dir=save_dir, offline=offline, **kwargs)

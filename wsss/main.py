@@ -4,6 +4,7 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
@@ -52,6 +53,15 @@ class WSSSCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        """A wsss ``WandbLogger`` without ``save_dir`` writes into ``trainer.default_root_dir``."""
+        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
+        loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+        for logger in loggers:
+            is_wandb = getattr(logger, "class_path", None) == "wsss.loggers.WandbLogger"
+            if is_wandb and not logger.init_args.save_dir:
+                logger.init_args.save_dir = trainer.default_root_dir or os.getcwd()
+
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """The trainer with the ``checkpoint`` callback, unless ``trainer.enable_checkpointing`` is false."""
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
@@ -62,18 +72,24 @@ class WSSSCLI(LightningCLI):
 
 
 def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
-    """Parse ``args`` (a subcommand first when ``run``); ``run=False`` only builds trainer, model, data."""
-    return WSSSCLI(
-        L.LightningModule,
-        WSSSDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_callback=ConfigSaver,
-        save_config_kwargs={"overwrite": True},
-        args=expand_config_args(args),
-        run=run,
-    )
+    """Parse ``args`` (a subcommand first when ``run``); ``run=False`` only builds trainer, model, data.
+
+    ``args`` replace the command line on purpose (scripts, notebooks), so LightningCLI's warning about a
+    non-empty ``sys.argv`` next to them is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return WSSSCLI(
+            L.LightningModule,
+            WSSSDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_callback=ConfigSaver,
+            save_config_kwargs={"overwrite": True},
+            args=expand_config_args(args),
+            run=run,
+        )
 
 
 def user_error(err: BaseException) -> BaseException | None:
