@@ -90,3 +90,19 @@ def test_epochs_must_match_the_iterations(synthetic_dfc: Path, tmp_path: Path):
                         callbacks=[RefinementLoop(str(tmp_path / "m"), epochs_per_iteration=1, iterations=2)])
     with pytest.raises(ValueError, match="max_epochs is 3"):
         trainer.fit(SegmentationTask(encoder="resnet18", num_classes=8, in_channels=15), dm)
+
+
+def test_restricted_masks_hold_only_the_image_labels(synthetic_dfc: Path, tmp_path: Path):
+    initial, names = all_forest_masks(tmp_path / "iter0")
+    dm = DFC2020DataModule(str(synthetic_dfc), crop_size=32, batch_size=4, eval_batch_size=4,
+                           supervision="dense", mask_dir=str(initial))
+    loop = RefinementLoop(str(tmp_path / "m"), epochs_per_iteration=1, iterations=1, restrict_to_labels=True)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        enable_checkpointing=False, callbacks=[loop])
+    trainer.fit(SegmentationTask(encoder="resnet18", num_classes=8, in_channels=15, lr=1e-3), dm)
+    samples = DFC2020DataModule(str(synthetic_dfc)).dataset("predict")
+    for i, name in enumerate(names):
+        labels = {int(c) + 1 for c in samples[i]["cls_labels"].nonzero().flatten()}
+        found = set(np.unique(read_label_png(tmp_path / "m/iter_1" / f"{name}.png")).tolist())
+        assert found and found <= labels | {0}, (name, found, labels)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.main import main
+from wsss.methods.optim import build_optimizer
 from wsss.methods.sparse_vit import SparseViT
 from wsss.models.multimodal_vit import create_multimodal_vit
 from wsss.pseudo.clustering import (
@@ -62,6 +63,20 @@ def test_training_loss_is_bce_plus_lambda_times_expected_open_heads():
     logits = model.classify(batch["image"])
     assert torch.equal(model.open_heads(), model.gates.gate.log_alpha > 0)
     assert logits.shape == (2, 8)
+
+
+def test_gates_learn_at_their_own_rate():
+    model = SparseViT((2, 13), **TINY, gate_lr_scale=10.0, lr=1e-3, optimizer="adamw")
+    groups = [{id(p) for p in g["params"]} for g in model.param_groups()]
+    assert groups[1] == {id(model.gates.gate.log_alpha)} and not groups[0] & groups[1]
+    assert groups[0] | groups[1] == {id(p) for p in model.parameters()}
+    built = build_optimizer(model.param_groups(), "adamw", 1e-3, 0.01, 0.9, (0.9, 0.95))
+    assert [g["lr"] for g in built.param_groups] == pytest.approx([1e-3, 1e-2])
+    assert len(SparseViT((2, 13), **TINY, head_gates=False).param_groups()) == 1
+
+
+def test_a_layer_without_open_heads_gives_no_maps():
+    assert cls_attention_maps(torch.rand(0, 17, 17), (4, 4), (32, 32)).shape == (0, 32, 32)
 
 
 def test_assignment_gives_distinct_classes_with_the_best_total():

@@ -21,7 +21,8 @@ class RefinementLoop(L.Callback):
 
     Iteration 0 is the DataModule's ``mask_dir`` (the stage-2 pseudo-masks). At the end of every
     ``epochs_per_iteration`` epochs, iteration i predicts the ``predict`` split (the training tiles, full
-    images) with the current model into ``<output_dir>/iter_<i>/`` (argmax, no label filtering), scores the
+    images) with the current model into ``<output_dir>/iter_<i>/`` (argmax; with ``restrict_to_labels`` only
+    over the image's labels and background, the usual WSSS rule — the paper does not say), scores the
     masks against the ground truth (``refine/miou``, with ``refine/iteration``) and points the DataModule's
     ``mask_dir`` there, so the next epochs train on them (the train dataset is rebuilt; the trainer reloads
     its loaders every ``epochs_per_iteration`` epochs). ``trainer.max_epochs`` must equal
@@ -34,13 +35,14 @@ class RefinementLoop(L.Callback):
     """
 
     def __init__(self, output_dir: str, epochs_per_iteration: int = 10, iterations: int = 3,
-                 palette: bool = True) -> None:
+                 restrict_to_labels: bool = False, palette: bool = True) -> None:
         if epochs_per_iteration < 1 or iterations < 1:
             raise ValueError(f"RefinementLoop: epochs_per_iteration and iterations must be at least 1, got "
                              f"{epochs_per_iteration} and {iterations}")
         self.output_dir = Path(output_dir)
         self.epochs_per_iteration = epochs_per_iteration
         self.iterations = iterations
+        self.restrict_to_labels = restrict_to_labels
         self.palette = palette
         self.iteration = 0
         self.mask_dirs: dict[int, str] = {}
@@ -130,7 +132,12 @@ class RefinementLoop(L.Callback):
         pl_module.eval()
         iou = SegmentationIoU(num_classes=pl_module.num_classes + 1).to(pl_module.device)
         for batch in dm.predict_dataloader():
-            masks = pl_module(batch["image"].to(pl_module.device)).argmax(1)
+            logits = pl_module(batch["image"].to(pl_module.device))
+            if self.restrict_to_labels:
+                labels = batch["cls_labels"].to(logits.device)
+                allowed = torch.cat([torch.ones_like(labels[:, :1]), labels], 1) > 0
+                logits = logits.masked_fill(~allowed[:, :, None, None], float("-inf"))
+            masks = logits.argmax(1)
             for name, mask in zip(batch["name"], masks.cpu().numpy(), strict=True):
                 write_mask_png(mask, folder / f"{name}.png", self.palette)
             iou.update(masks, batch["mask"].to(pl_module.device))

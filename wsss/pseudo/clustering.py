@@ -30,6 +30,8 @@ def cls_attention_maps(attn: Tensor, grid: tuple[int, int], size: tuple[int, int
     that padded size and cropped back to ``size``.
     """
     heads = attn.shape[0]
+    if heads == 0:
+        return attn.new_zeros((0, *size), dtype=torch.float32)
     rows = attn[:, 0, num_prefix:].reshape(heads, *grid).float()
     rows = rows / rows.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
     patch_h, patch_w = -(-size[0] // grid[0]), -(-size[1] // grid[1])
