@@ -1,5 +1,6 @@
 """The CRT LightningModule: eq. 2 schedule, parameter groups, WSOL validation, CLI fit + predict, learning."""
 
+import importlib.util
 from pathlib import Path
 
 import lightning as L
@@ -56,6 +57,13 @@ def test_param_groups_cover_every_parameter_once_with_both_heads_scaled():
     }
 
 
+def test_vit_kwargs_reach_timm_and_a_hybrid_vit_gives_cams_at_its_token_stride():
+    hybrid = {"patch_size": 2, "embed_dim": 32, "num_heads": 2}
+    model = make_model(vit="vit_tiny_r_s16_p8_224", vit_kwargs=hybrid)
+    assert model.transformer.vit.embed_dim == 32 and len(model.transformer.vit.blocks) == 1
+    assert model.cams(torch.randn(1, 3, 48, 48)).shape == (1, 3, 6, 6)  # stride 8 (the CNN's CAM is 3x3)
+
+
 def test_bad_task_is_a_clear_error():
     with pytest.raises(ValueError, match="task must be 'wsss' or 'wsol'"):
         make_model(task="detection")
@@ -105,3 +113,23 @@ def test_training_learns_the_image_labels(synthetic_voc: Path, tmp_path: Path):
     trainer.fit(model, datamodule=data)
     after = trainer.validate(model, datamodule=data, verbose=False)[0]["val/map"]
     assert after > before + 0.1, (before, after)
+
+
+def test_wsol_boxes_of_the_results_script_localise_the_true_masks(synthetic_voc: Path):
+    """scripts/results_crt.py: the class mask as the CAM is localised, a full-image CAM is not."""
+    path = RECIPES.parent / "scripts" / "results_crt.py"
+    spec = importlib.util.spec_from_file_location("results_crt", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    data = VOCDataModule(str(synthetic_voc), crop_size=48)
+    samples = script.SingleClassWSOL(data.dataset("val"), with_boxes=True)
+    perfect, full = WSOLAccuracy(cam_thresholds=(0.5,)), WSOLAccuracy(cam_thresholds=(0.5,))
+    for index in range(len(samples)):
+        sample = samples[index]
+        label = torch.tensor([sample["label"]])
+        logits = F.one_hot(label, data.num_classes).float()
+        mask_cam = (sample["mask"] == sample["label"] + 1).float()[None]
+        perfect.update(logits, mask_cam, label, [sample["boxes"]])
+        full.update(logits, torch.ones_like(mask_cam), label, [sample["boxes"]])
+    assert len(samples) > 0 and perfect.compute()["loc_top1"] == 1.0
+    assert full.compute()["loc_gt_known"] == 0.0  # objects span at most half the side: IoU <= 1/4

@@ -98,8 +98,22 @@ def test_refined_cam_averages_attention_over_every_loop_pass_and_restores_fused_
 def test_bad_configurations_are_clear_errors():
     with pytest.raises(ValueError, match="loops must be >= 0"):
         CRTTransformer("deit_tiny_patch16_224", loops=-1, depth=1, img_size=64)
-    with pytest.raises(ValueError, match="divisible by twice the patch size"):
+    with pytest.raises(ValueError, match="divisible by twice the token stride"):
         CRTTransformer("deit_tiny_patch16_224", depth=1, img_size=48)
+    with pytest.raises(ValueError, match="divisible by twice the token stride"):  # 40 px: 5x5 tokens of 8 px
+        CRTTransformer("vit_tiny_r_s16_p8_224", depth=1, img_size=40, patch_size=2, embed_dim=32, num_heads=2)
+
+
+def test_hybrid_vit_token_stride_is_the_stem_stride_times_the_patch_size():
+    torch.manual_seed(0)
+    model = CRTTransformer("vit_tiny_r_s16_p8_224", num_classes=3, depth=1, img_size=32, patch_size=2,
+                           embed_dim=32, num_heads=2).eval()
+    assert (model.tile, model.patch) == (32, 8)  # ResNet stem at stride 4, then 2x2 patches
+    x = torch.randn(1, 3, 48, 48)  # tiles at 0 and 16 px along each side; CAM 6x6, tile CAM 4x4 at stride 2
+    cams = model(x)[1]
+    assert cams.shape == (1, 3, 6, 6)
+    assert torch.allclose(cams[0, :, 5, 5], model.tile_cams(x[..., 16:, 16:])[0, :, 3, 3], atol=1e-5)
+    assert torch.allclose(cams[0, :, 0, 0], model.tile_cams(x[..., :32, :32])[0, :, 0, 0], atol=1e-5)
 
 
 def test_cam_l1_loss_against_a_hand_computation():

@@ -21,6 +21,10 @@ class CRT(WSSSMethod):
     (:class:`~wsss.models.crt_vit.CRTTransformer`) trained together with eq. 2; only the DeiT branch gives
     logits and CAMs (eq. 1, max-normalised) at inference.
 
+    ``vit_depth`` / ``vit_img_size`` / ``vit_kwargs`` (e.g. ``{patch_size: 2, embed_dim: 96}``) go to
+    ``timm.create_model`` of ``vit``, which may be a hybrid ViT with a ResNet stem (the CPU-sized synthetic
+    recipe).
+
     ``task="wsss"``: multi-label soft-margin losses on ``cls_labels``; validation reports mAP and seed mIoU.
     ``task="wsol"``: single-label softmax cross-entropy on ``label``; validation reports top-1 / top-5 /
     GT-known localisation through :class:`~wsss.eval.WSOLAccuracy` on the samples' ``boxes``.
@@ -45,6 +49,7 @@ class CRT(WSSSMethod):
         vit_weights: str | None = None,
         vit_depth: int | None = None,
         vit_img_size: int | None = None,
+        vit_kwargs: dict | None = None,
         loops: int = 3,
         enlargement: Enlargement = "cut_merge",
         cam_weight: float = 0.1,
@@ -64,9 +69,10 @@ class CRT(WSSSMethod):
             raise ValueError(f"CRT: task must be 'wsss' or 'wsol', got {task!r}")
         self.cnn = create_cnn_features(cnn_backbone, in_channels, 16, cnn_weights)
         self.cnn_classifier = nn.Conv2d(self.cnn.feature_info.channels()[-1], num_classes, 1, bias=False)
-        vit_kwargs = {k: v for k, v in (("depth", vit_depth), ("img_size", vit_img_size)) if v is not None}
+        sizes = {k: v for k, v in (("depth", vit_depth), ("img_size", vit_img_size)) if v is not None}
         self.transformer = CRTTransformer(
-            vit, vit_weights, num_classes, in_channels, loops=loops, enlargement=enlargement, **vit_kwargs
+            vit, vit_weights, num_classes, in_channels, loops=loops, enlargement=enlargement,
+            **sizes, **(vit_kwargs or {}),
         )
         self.val_wsol = WSOLAccuracy(cam_thresholds=wsol_cam_thresholds) if task == "wsol" else None
 
@@ -85,7 +91,7 @@ class CRT(WSSSMethod):
         return logits, normalize_cams(cams, "max")
 
     def cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
-        """Eq. 1 CAMs (B, K, ceil(H/16), ceil(W/16)) in [0, 1]."""
+        """Eq. 1 CAMs (B, K, ceil(H/s), ceil(W/s)) in [0, 1], s the token stride (16 for DeiT)."""
         return self.logits_and_cams(images)[1]
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:

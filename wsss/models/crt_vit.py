@@ -22,8 +22,10 @@ class CRTTransformer(nn.Module):
     ``enlargement="cut_merge"`` tiles the (bottom/right zero-padded) image with a stride of half a tile and
     averages the overlapping tile CAMs; ``"bilinear"`` resizes the image to one tile and bilinearly
     up-samples its CAM (the "bilinear interp." row of Table 2). Both give a CAM of ceil(H/16) x ceil(W/16)
-    for patch 16. ``loops`` = n applies eq. 3, T_in <- T_in + Blocks(T_in), n times (CLS token included;
-    the final LayerNorm after the loop); 0 is the plain forward.
+    for patch 16. ``name`` may also be a timm hybrid ViT (e.g. ``vit_tiny_r_s16_p8_224``, a ResNet stem
+    before the patch projection): the token stride is then the stem's stride times the patch size, and the
+    CAM is ceil(H/stride) x ceil(W/stride). ``loops`` = n applies eq. 3, T_in <- T_in + Blocks(T_in), n times
+    (CLS token included; the final LayerNorm after the loop); 0 is the plain forward.
 
     Eq. 1's class-to-patch attention is the head-mean CLS row averaged over every block and every loop pass
     (the paper averages; the official code sums, which only rescales it: it cancels after per-class
@@ -50,12 +52,15 @@ class CRTTransformer(nn.Module):
         self.vit = create_timm_model(name, weights, num_classes=0, in_chans=in_channels, **vit_kwargs)
         if not hasattr(self.vit, "blocks") or not hasattr(self.vit, "patch_embed"):
             raise ValueError(f"CRTTransformer: {name} is not a timm VisionTransformer")
-        self.tile = self.vit.patch_embed.img_size[0]
-        self.patch = self.vit.patch_embed.patch_size[0]
-        if self.vit.patch_embed.img_size[1] != self.tile or self.tile % (2 * self.patch):
+        embed = self.vit.patch_embed
+        self.tile = embed.img_size[0]
+        self.patch = self.tile // embed.grid_size[0]  # token stride in pixels (a hybrid's stem included)
+        if embed.img_size[1] != self.tile or tuple(embed.grid_size) != (self.tile // self.patch,) * 2 or (
+            self.tile % (2 * self.patch)
+        ):
             raise ValueError(
-                f"CRTTransformer: {name} needs a square native size divisible by twice the patch size "
-                f"(half-tile stride on the token grid), got {self.vit.patch_embed.img_size}/{self.patch}"
+                f"CRTTransformer: {name} needs a square native size divisible by twice the token stride "
+                f"(half-tile stride on the token grid), got {embed.img_size} with a {embed.grid_size} grid"
             )
         self.loops = loops
         self.enlargement = enlargement
@@ -112,13 +117,13 @@ class CRTTransformer(nn.Module):
         return math.ceil(images.shape[-2] / self.patch), math.ceil(images.shape[-1] / self.patch)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits (B, K) = GAP of the merged raw CAM, and that CAM (B, K, H/16, W/16), as in training."""
+        """Logits (B, K) = GAP of the merged raw CAM, and that CAM (B, K, H/s, W/s), s the token stride."""
         tiles, grid = self._cut(images)
         cams = self._merge(self.tile_cams(tiles), images.shape[0], grid, self.cam_size(images))
         return cams.mean((2, 3)), cams
 
     def refined_cams(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits and the eq. 1 CAM (B, K, H/16, W/16): per tile, class-to-patch attention ⊙ raw CAM, merged.
+        """Logits and the eq. 1 CAM (B, K, H/s, W/s): per tile, class-to-patch attention ⊙ raw CAM, merged.
 
         The product is taken before any ReLU, as in the official code; callers normalise (and clamp) it.
         """
