@@ -13,7 +13,7 @@ from wsss.models.prototypes import (
     valid_channels,
     with_background,
 )
-from wsss.models.swin_cam import PatchTokenCAMHead, SwinFeatures
+from wsss.models.swin_cam import ConvStemPatchEmbed, PatchTokenCAMHead, SwinFeatures
 
 TINY_SWIN = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4, img_size=32,
                  patch_size=2)
@@ -29,6 +29,35 @@ def test_swin_features_are_channels_first_for_any_input_size():
 def test_swin_features_refuse_fixed_arguments():
     with pytest.raises(ValueError, match="may not set"):
         SwinFeatures(overrides={"features_only": False})
+    with pytest.raises(ValueError, match="may not set"):
+        SwinFeatures(overrides={"embed_layer": ConvStemPatchEmbed})
+
+
+def test_conv_stem_keeps_the_stage_grids_and_strides_only_its_first_log2_patch_convs():
+    swin = SwinFeatures(overrides=TINY_SWIN, stem_channels=(4, 6, 6))
+    maps = swin(torch.randn(1, 3, 38, 31))
+    assert [tuple(m.shape[1:]) for m in maps] == [(16, 19, 16), (32, 10, 8), (64, 5, 4), (128, 3, 2)]
+    convs = [m for m in swin.model.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (4, (3, 3), (2, 2)), (6, (3, 3), (1, 1)), (6, (3, 3), (1, 1)), (16, (1, 1), (1, 1))]
+
+
+@pytest.mark.parametrize(("stem", "changed"), [(None, 1), ((4, 4), 9)])
+def test_conv_stem_widens_the_receptive_field_of_a_patch_token(stem, changed):
+    """A pixel moves one token under the linear 2x2 patches, its 3x3 neighbourhood under two 3x3 convs."""
+    embed = SwinFeatures(overrides=TINY_SWIN, stem_channels=stem).model.patch_embed.eval()
+    x = torch.randn(1, 3, 16, 16)
+    y = x.clone()
+    y[0, :, 6, 6] += 5.0  # inside the patch of token (3, 3)
+    moved = (embed(x) - embed(y)).abs().sum(-1)[0] > 1e-6
+    assert moved.sum() == changed and moved[3, 3]
+
+
+def test_conv_stem_rejects_patch_sizes_it_cannot_reach():
+    with pytest.raises(ValueError, match="power-of-two"):
+        SwinFeatures(overrides=TINY_SWIN | {"patch_size": 3}, stem_channels=(4, 4))
+    with pytest.raises(ValueError, match="log2"):
+        SwinFeatures(overrides=TINY_SWIN | {"patch_size": 4}, stem_channels=(4,))
 
 
 def test_cam_head_scores_are_the_mean_of_the_conv_maps_and_cams_are_max_normalised():

@@ -46,6 +46,9 @@ class SWTformer(WSSSMethod):
     gradient, as SIPE's side branches; the CAM head is a 3x3 conv (MCTformer-V2); SIPE's x0.5 background
     factor is kept; ``Norm`` in eq. 1 is max normalisation (SIPE). Unlike SIPE, the backbone is not
     partially frozen and no gradient clipping is applied. Any input size works (see ``SwinFeatures``).
+
+    ``stem_channels`` (default None: the paper's linear patch embedding) swaps the patch projection for a
+    small conv stem (``ConvStemPatchEmbed``), a stand-in for ImageNet weights in from-scratch CPU runs.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class SWTformer(WSSSMethod):
         backbone: str = "swin_tiny_patch4_window7_224",
         weights: str | None = None,
         backbone_overrides: dict[str, Any] | None = None,
+        stem_channels: Sequence[int] | None = None,
         cam_kernel_size: int = 3,
         hff_dims: Sequence[int] = (128, 128, 256, 256),
         bg_seed_scale: float = 0.5,
@@ -74,7 +78,7 @@ class SWTformer(WSSSMethod):
         if ccl_reading not in ("printed", "contrastive"):
             raise ValueError(f"SWTformer: ccl_reading must be 'printed' or 'contrastive': {ccl_reading!r}")
         self.version = version
-        self.backbone = SwinFeatures(backbone, weights, in_channels, backbone_overrides)
+        self.backbone = SwinFeatures(backbone, weights, in_channels, backbone_overrides, stem_channels)
         self.head = PatchTokenCAMHead(self.backbone.channels[-1], num_classes, cam_kernel_size)
         self.hff = HierarchicalFeatureFusion(self.backbone.channels, hff_dims) if version == "v2" else None
 

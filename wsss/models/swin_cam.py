@@ -1,13 +1,40 @@
 """A timm Swin returning its four stage maps, and SWTformer's patch-token CAM head (Ahmadi & Kasaei)."""
 
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
+from timm.layers import PatchEmbed
 from torch import Tensor, nn
 
 from wsss.models.backbones import create_timm_model
 from wsss.pseudo.background import normalize_cams
+
+
+class ConvStemPatchEmbed(PatchEmbed):
+    """timm's ``PatchEmbed`` with a small conv stem as its patch projection (Xiao et al. 2021).
+
+    Each entry of ``stem_channels`` is a 3x3 conv + BatchNorm + ReLU; the first log2(patch_size) of them have
+    stride 2, so the stem keeps the patch grid; a 1x1 conv then projects to ``embed_dim``. Not in the paper:
+    a CPU-scale stand-in that lets a from-scratch Swin learn local textures in few steps.
+    """
+
+    def __init__(self, *args: Any, stem_channels: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        patch = self.patch_size[0]
+        strides = patch.bit_length() - 1
+        if self.patch_size[0] != self.patch_size[1] or patch != 2**strides or len(stem_channels) < strides:
+            raise ValueError(f"ConvStemPatchEmbed: needs a square power-of-two patch size and at least "
+                             f"log2(patch) = {strides} stem convs, got patch {self.patch_size} and "
+                             f"stem_channels {list(stem_channels)}")
+        layers, width = [], self.proj.in_channels
+        for i, channels in enumerate(stem_channels):
+            layers += [nn.Conv2d(width, channels, 3, stride=2 if i < strides else 1, padding=1, bias=False),
+                       nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+            width = channels
+        self.proj = nn.Sequential(*layers, nn.Conv2d(width, self.proj.out_channels, 1))
 
 
 class SwinFeatures(nn.Module):
@@ -20,18 +47,23 @@ class SwinFeatures(nn.Module):
 
     ``overrides`` replace timm's architecture arguments (``embed_dim``, ``depths``, ``num_heads``,
     ``window_size``, ``patch_size``, ``img_size``), e.g. for a tiny CPU configuration; windows larger than a
-    stage's grid at ``img_size`` shrink to it (timm's rule).
+    stage's grid at ``img_size`` shrink to it (timm's rule). ``stem_channels`` (default None: the paper's
+    linear patch embedding) replaces the patch projection by ``ConvStemPatchEmbed``.
     """
 
     def __init__(
         self, name: str = "swin_tiny_patch4_window7_224", weights: str | Path | None = None,
         in_channels: int = 3, overrides: dict[str, Any] | None = None,
+        stem_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         overrides = dict(overrides or {})
-        reserved = {"features_only", "in_chans", "strict_img_size", "pretrained"} & overrides.keys()
+        fixed = {"features_only", "in_chans", "strict_img_size", "pretrained", "embed_layer"}
+        reserved = fixed & overrides.keys()
         if reserved:
             raise ValueError(f"SwinFeatures: overrides may not set {sorted(reserved)}; they are fixed here")
+        if stem_channels is not None:
+            overrides["embed_layer"] = partial(ConvStemPatchEmbed, stem_channels=list(stem_channels))
         self.model = create_timm_model(name, weights, features_only=True, in_chans=in_channels,
                                        strict_img_size=False, **overrides)
         self.channels: list[int] = list(self.model.feature_info.channels())
