@@ -33,6 +33,7 @@ RUNS = {  # label -> (recipe version, model overrides)
     "V2, CLS + GSC + CCL (contrastive reading)": ("v2", {"ccl_reading": "contrastive"}),
 }
 V2_FULL = "V2, CLS + GSC + CCL (eq. 6 as printed)"
+MARKER = "<!-- end of generated part; the reading below is written by hand and kept on re-runs -->"
 INTERPRETATIONS = (
     "- **Input sizes.** timm Swin with `strict_img_size=False`; the input is zero-padded right/bottom to "
     "a multiple of the patch size, timm pads each stage to whole windows (masks built per size).",
@@ -248,8 +249,10 @@ def write_markdown(args: argparse.Namespace, per_seed: dict[str, list[dict[str, 
         f"1 thread (shared 2-core CPU); {minutes:.1f} min wall time.",
         "",
     ]
+    previous = args.output.read_text() if args.output.exists() else ""
+    reading = previous.split(MARKER, 1)[1] if MARKER in previous else "\n"
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines))
+    args.output.write_text("\n".join(lines) + MARKER + reading)
     print(f"wrote {args.output}")
 
 
