@@ -20,6 +20,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from results_markdown import write_results
 
 from wsss.data.synthetic import make_synthetic_voc
 from wsss.data.voc import VOCDataModule
@@ -30,7 +31,7 @@ from wsss.recipes import load_recipe
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "bitrans_synthetic.yaml"
 THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(96))
-MARKER = "<!-- end of generated part -->"
+DEFAULT_OUT = Path("docs/results/bitrans.md")
 CONFIGS = {
     "MCTformer-V2 (baseline)": (MCTformer, {"version": "v2"}),
     "Bi-Trans, L_scc only": (BiTrans, {"alpha": 0.0}),
@@ -68,14 +69,16 @@ def evaluate(model: MCTformer, data: VOCDataModule) -> dict[str, float]:
             "refined": float(sweeps[True].compute()), "refined_t": float(sweeps[True].best_threshold())}
 
 
-def run(name: str, root: Path, seed: int, epochs: int, size: int, batch_size: int) -> dict[str, float]:
-    """Train one configuration from ``seed`` and evaluate it."""
+def run(name: str, root: Path, seed: int, epochs: int, size: int, batch_size: int,
+        weights: Path | None, lr: float | None) -> dict[str, float]:
+    """Train one configuration from ``seed`` (from the local checkpoint ``weights``) and evaluate it."""
     cls, extra = CONFIGS[name]
     L.seed_everything(seed)
     data = VOCDataModule(str(root), batch_size=batch_size, eval_batch_size=batch_size, crop_size=size,
                          scale_range=(0.7, 1.3), train_split="train_aug", val_split="val")
     data.setup("fit")
-    model = cls(**(model_args() | {"img_size": size}), **extra, num_classes=data.num_classes)
+    overrides = {"img_size": size, "weights": str(weights) if weights else None} | ({"lr": lr} if lr else {})
+    model = cls(**(model_args() | overrides), **extra, num_classes=data.num_classes)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         num_sanity_val_steps=0, default_root_dir=root.parent / "trainer")
@@ -87,18 +90,22 @@ def run(name: str, root: Path, seed: int, epochs: int, size: int, batch_size: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=Path("runs/results_bitrans/data"))
-    parser.add_argument("--out", type=Path, default=Path("docs/results/bitrans.md"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--n-train", type=int, default=240)
     parser.add_argument("--n-val", type=int, default=60)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--weights", type=Path, help="a local timm checkpoint of the recipe's hybrid ViT, "
+                        "e.g. from scripts/pretrain_synthetic.py (default: from scratch)")
+    parser.add_argument("--lr", type=float, help="override the recipe's learning rate")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = make_synthetic_voc(args.root, n_train=args.n_train, n_val=args.n_val, size=args.size, seed=0)
-    results = {name: [run(name, root, s, args.epochs, args.size, args.batch_size) for s in args.seeds]
+    results = {name: [run(name, root, s, args.epochs, args.size, args.batch_size, args.weights, args.lr)
+                     for s in args.seeds]
                for name in args.configs}
     rows = ["| configuration | val mAP | seed mIoU w/o affinity: mean ± sd (per seed; best t) "
             "| seed mIoU w/ affinity: mean ± sd (per seed; best t) | min per run |", "|---|---|---|---|---|"]
@@ -109,18 +116,20 @@ def main() -> None:
     table = "\n".join(rows)
     command = ("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python scripts/results_bitrans.py "
                f"--n-train {args.n_train} --n-val {args.n_val} --size {args.size} --epochs {args.epochs} "
-               f"--batch-size {args.batch_size} --seeds {' '.join(map(str, args.seeds))}")
+               f"--batch-size {args.batch_size} --seeds {' '.join(map(str, args.seeds))}"
+               + (f" --weights {args.weights}" if args.weights else "")
+               + (f" --lr {args.lr}" if args.lr else "")
+               + (f" --out {args.out}" if args.out != DEFAULT_OUT else ""))
+    init = f"initialised from `{args.weights}` (see below)" if args.weights else "trained from scratch"
     print(table)
-    previous = args.out.read_text() if args.out.exists() else ""
-    reading = previous.split(MARKER, 1)[1] if MARKER in previous else "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
+    write_results(args.out, (
         "<!-- generated by scripts/results_bitrans.py; the reading below the end marker is by hand -->\n"
-        f"# Bi-Trans vs MCTformer-V2 on the synthetic data\n\n{table}\n\n"
+        "# Bi-Trans vs MCTformer-V2 on the synthetic data\n\n"
+        f"Backbone: the synthetic recipe's hybrid ViT, {init}.\n\n{table}\n\n"
         f"Command: `{command}`  \nMachine: {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} thread, torch {torch.__version__}; data seed 0, "
-        f"training seeds {args.seeds}; background threshold swept over 0.00–0.95.\n{MARKER}{reading}"
-    )
+        f"training seeds {args.seeds}; background threshold swept over 0.00–0.95.\n"
+    ))
 
 
 def mean_sd(runs: list[dict[str, float]], key: str, threshold_key: str | None = None) -> str:

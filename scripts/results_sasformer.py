@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_markdown import write_results
 
 from wsss.data import VOCDataModule
 from wsss.data.synthetic import make_synthetic_voc
@@ -24,7 +25,7 @@ from wsss.eval import SegmentationIoU
 from wsss.main import make_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = "<!-- end of generated part; the reading below is written by hand and kept on re-runs -->"
+DEFAULT_OUTPUT = ROOT / "docs/results/sasformer.md"
 PAPER_ALPHA = {"point": 0.2, "scribble": 1.2}
 VARIANTS = (  # (label, alpha or None for the paper's, affinity levels)
     ("CE only (alpha = 0)", 0.0, [1, 2, 3, 4]),
@@ -47,6 +48,8 @@ def run_one(supervision: str, alpha: float, levels: list[int], seed: int, args: 
         "--trainer.callbacks=[]", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
         f"--trainer.check_val_every_n_epoch={args.epochs}",
+        *([f"--model.init_args.encoder_weights={args.encoder_weights}"] if args.encoder_weights else []),
+        *([f"--model.init_args.lr={args.lr}"] if args.lr else []),
     ], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     val = float(cli.trainer.callback_metrics["val/miou"])
@@ -83,7 +86,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=ROOT / "docs/results/sasformer.md")
+    parser.add_argument("--encoder-weights", type=Path, help="a local MiT-B0 encoder state dict, e.g. from "
+                        "scripts/pretrain_synthetic.py (default: from scratch)")
+    parser.add_argument("--lr", type=float, help="override the recipes' learning rate")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.time()
@@ -108,11 +114,16 @@ def main() -> None:
 
 def write_markdown(args: argparse.Namespace, results: dict, minutes: float, floor: float) -> None:
     """The table, the two checks of the issue, the command, the machine and the seeds."""
+    init = (f"MiT-B0 initialised from `{args.encoder_weights.name}` (see below)" if args.encoder_weights
+            else "MiT-B0 from scratch")
+    options = (f" --encoder-weights {args.encoder_weights}" if args.encoder_weights else "") + (
+        f" --lr {args.lr}" if args.lr else "")
+    output = "" if args.output == DEFAULT_OUTPUT else f" --output {args.output}"
     lines = [
         "# SASFormer on the synthetic data (reduced CPU size)",
         "",
         "Paper 001 (SASFormer): Tables 1-2 (the affinity loss improves on the CE-only baseline) and Table 3 "
-        "(all four attention levels vs level 1 alone). MiT-B0 from scratch, the synthetic recipes "
+        f"(all four attention levels vs level 1 alone). {init}, the synthetic recipes "
         "`recipes/sasformer_{point,scribble}_synthetic.yaml` with the overrides of the script. "
         "mIoU in % over background + 5 classes; val = single scale, test = scales 0.5-2.0 + flip "
         "(the same split).",
@@ -139,7 +150,7 @@ def write_markdown(args: argparse.Namespace, results: dict, minutes: float, floo
         "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python scripts/results_sasformer.py "
         f"--n-train {args.n_train} --n-val {args.n_val} --size {args.size} --crop {args.crop} "
         f"--batch-size {args.batch_size} --epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} "
-        f"--data-seed {args.data_seed}",
+        f"--data-seed {args.data_seed}{options}{output}",
         "```",
         "",
         f"- Data: `make_synthetic_voc(n_train={args.n_train}, n_val={args.n_val}, size={args.size}, "
@@ -147,15 +158,11 @@ def write_markdown(args: argparse.Namespace, results: dict, minutes: float, floo
         f"{args.epochs} epochs, training seeds {args.seeds}.",
         f"- Machine: {platform.machine()} CPU ({platform.processor() or platform.platform()}), 1 thread, "
         f"shared with other jobs; torch {torch.__version__}; {minutes:.1f} min wall for all runs.",
-        "- This is a reduced size (minutes of CPU per run, MiT-B0 from scratch): gaps smaller than the "
+        f"- This is a reduced size (minutes of CPU per run, {init}): gaps smaller than the "
         "spread between seeds are run-to-run noise, so read the directions with care.",
         "",
     ]
-    previous = args.output.read_text() if args.output.exists() else ""
-    reading = previous.split(MARKER, 1)[1] if MARKER in previous else "\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + MARKER + reading)
-    print(f"wrote {args.output}")
+    write_results(args.output, "\n".join(lines))
 
 
 if __name__ == "__main__":

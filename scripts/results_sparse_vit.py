@@ -22,6 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from results_markdown import write_results
 
 from wsss.callbacks import PseudoMaskWriter
 from wsss.callbacks.refinement_loop import RefinementLoop
@@ -34,7 +35,6 @@ from wsss.methods.sparse_vit import SparseViT
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs/results/sparse_vit.md"
 LAMBDAS = (0.0, 0.001, 0.01, 0.1)
-MARKER = "<!-- end of generated part; the reading below is written by hand and kept on re-runs -->"
 
 
 def trainer(workdir: Path, epochs: int, **kwargs) -> L.Trainer:
@@ -225,11 +225,7 @@ def write_report(args, sweep, unpruned_stats, s2_stats, masks, refinement, elaps
               "", "The sparsity rate is the fraction of closed heads at evaluation (log_alpha <= 0); the "
               "official code logs the sum over layers of the fraction of open heads instead. One seed at a "
               "reduced size: differences of a few points are within run-to-run noise.", ""]
-    previous = args.output.read_text() if args.output.exists() else ""
-    reading = previous.split(MARKER, 1)[1] if MARKER in previous else "\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + MARKER + reading)
-    print(f"wrote {args.output}")
+    write_results(args.output, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_markdown import write_results
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -25,6 +26,8 @@ from wsss.methods.swtformer import SWTformer
 from wsss.pseudo.background import cams_to_mask, cams_with_bg_to_mask
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = ROOT / "docs/results/swtformer.md"
+THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(96))  # 0-0.95: MCTformer's 0-0.59 cut some runs short
 RUNS = {  # label -> (recipe version, model overrides)
     "V1 (CLS)": ("v1", {}),
     "V2, CLS only": ("v2", {"gsc_weight": 0.0, "ccl_weight": 0.0}),
@@ -33,7 +36,6 @@ RUNS = {  # label -> (recipe version, model overrides)
     "V2, CLS + GSC + CCL (contrastive reading)": ("v2", {"ccl_reading": "contrastive"}),
 }
 V2_FULL = "V2, CLS + GSC + CCL (eq. 6 as printed)"
-MARKER = "<!-- end of generated part; the reading below is written by hand and kept on re-runs -->"
 INTERPRETATIONS = (
     "- **Input sizes.** timm Swin with `strict_img_size=False`; the input is zero-padded right/bottom to "
     "a multiple of the patch size, timm pads each stage to whole windows (masks built per size).",
@@ -83,6 +85,8 @@ def train(version: str, overrides: dict, seed: int, args: argparse.Namespace, da
         "--trainer.callbacks=[]", "--trainer.logger=false",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
         "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+        *([f"--model.init_args.weights={args.weights}"] if args.weights else []),
+        *([f"--model.init_args.lr={args.lr}"] if args.lr else []),
     ], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     cli.datamodule.setup("validate")
@@ -107,7 +111,7 @@ def evaluate(model: SWTformer, loader: DataLoader) -> dict[str, float]:
     model.eval()
     k = model.num_classes + 1
     metrics = {"map": MultilabelMAP(num_labels=model.num_classes), "own": SegmentationIoU(k),
-               "sweep": ThresholdSweepIoU(k), "cam_sweep": ThresholdSweepIoU(k)}
+               "sweep": ThresholdSweepIoU(k, THRESHOLDS), "cam_sweep": ThresholdSweepIoU(k, THRESHOLDS)}
     for batch in loader:
         images, labels, mask = batch["image"], batch["cls_labels"], batch["mask"]
         metrics["map"].update(model.classify(images).sigmoid(), labels.long())
@@ -145,7 +149,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=ROOT / "docs/results/swtformer.md")
+    parser.add_argument("--weights", type=Path, help="a local timm checkpoint of the recipes' Swin, e.g. "
+                        "from scripts/pretrain_synthetic.py (default: from scratch)")
+    parser.add_argument("--lr", type=float, help="override the recipes' learning rate")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.time()
@@ -179,10 +186,13 @@ def write_markdown(args: argparse.Namespace, per_seed: dict[str, list[dict[str, 
     v1, v2 = results["V1 (CLS)"], results[V2_FULL]
     seeds = " ".join(str(seed) for seed in args.seeds)
     ablation = [results[name]["own"] for name in ABLATION]
+    init = f"initialised from `{args.weights.name}` (see below)" if args.weights else "trained from scratch"
+    options = (f" --weights {args.weights}" if args.weights else "") + (f" --lr {args.lr}" if args.lr else "")
+    output = "" if args.output == DEFAULT_OUTPUT else f" --output {args.output}"
     lines = [
         "# SWTformer on the synthetic data (reduced CPU size)",
         "",
-        "Paper 003 (SWTformer, Ahmadi & Kasaei). A tiny Swin trained from scratch (embed 32, depths 1-1-1-1, "
+        f"Paper 003 (SWTformer, Ahmadi & Kasaei). A tiny Swin {init} (embed 32, depths 1-1-1-1, "
         "patch 2, window 6) whose linear patch embedding is replaced by a small conv stem "
         "(`recipes/swtformer_{v1,v2}_synthetic.yaml`), AdamW lr 1e-3 + cosine. Seed mIoU in % over "
         "background + 5 classes on the val split, multi-scale (1.0, 1.5) + flip maps, GT image labels. "
@@ -190,7 +200,8 @@ def write_markdown(args: argparse.Namespace, per_seed: dict[str, list[dict[str, 
         "",
         "Columns: **own rule** = the method's seed rule (V1: max-normalised CAM, constant background 0.15; "
         "V2: R-CAM, argmax including its learned background channel, no threshold, as SIPE); **best t** = "
-        "the same foreground maps under the best constant background threshold (tuned on the ground truth: "
+        "the same foreground maps under the best constant background threshold of 0.00-0.95 (tuned on the "
+        "ground truth: "
         "an upper bound, shown for a like-for-like comparison); **CAM branch** = the eq. 1 CAMs of the same "
         "model before refinement, best threshold.",
         "",
@@ -243,17 +254,14 @@ def write_markdown(args: argparse.Namespace, per_seed: dict[str, list[dict[str, 
         "Command:",
         "",
         "    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python scripts/results_swtformer.py "
-        f"--n-train {args.n_train} --n-val {args.n_val} --epochs {args.epochs} --seeds {seeds}",
+        f"--n-train {args.n_train} --n-val {args.n_val} --epochs {args.epochs} --seeds {seeds}"
+        f"{options}{output}",
         "",
         f"Machine: {platform.machine()}, {platform.processor() or 'CPU'}, torch {torch.__version__}, "
         f"1 thread (shared 2-core CPU); {minutes:.1f} min wall time.",
         "",
     ]
-    previous = args.output.read_text() if args.output.exists() else ""
-    reading = previous.split(MARKER, 1)[1] if MARKER in previous else "\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + MARKER + reading)
-    print(f"wrote {args.output}")
+    write_results(args.output, "\n".join(lines))
 
 
 if __name__ == "__main__":
