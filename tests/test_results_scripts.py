@@ -40,7 +40,8 @@ def test_pretrained_mit_encoder_loads_into_the_sasformer_segmenter(tmp_path: Pat
 
 def test_pretrained_swin_checkpoint_loads_into_swin_features(tmp_path: Path):
     script = load_script("pretrain_synthetic")
-    classifier = script.TimmClassifier("swin_tiny_patch4_window7_224", 5, [8, 8], strict_img_size=False, **SWIN)
+    classifier = script.TimmClassifier("swin_tiny_patch4_window7_224", 5, [8, 8], strict_img_size=False,
+                                       **SWIN)
     state = classifier.backbone_state_dict()
     assert not any(key.startswith("head.") for key in state)
     torch.save(state, tmp_path / "swin.pth")
