@@ -27,6 +27,9 @@ Interpretations (the paper is silent or ambiguous; methods.md §3e):
   L1 distances between attention rows (distributions summed over layers), so neither grows with the image
   size, and α = 1 weighs L_pac as eq. 12 weighs L_scc; it was fixed before any experiment, not tuned.
 - "Twin network" is read as shared weights (one DeiT) and no stop-gradient on either branch.
+- Watch for collapse: uniform class→patch attention makes L_scc exactly zero. On the small synthetic models
+  it does collapse (identical class tokens, M_pseudo = Coarse-CAM alone). Check the class-token mAP and
+  ``scc_weight`` (``docs/results/bitrans_pretrained.md``).
 - "Rotation" (Table 2) is a quarter turn, the only rotation that permutes the patch grid exactly
   (:mod:`wsss.models.views`).
 """
