@@ -34,8 +34,12 @@ RUNS = {  # label -> (recipe version, model overrides)
     "V2, CLS + GSC": ("v2", {"ccl_weight": 0.0}),
     "V2, CLS + GSC + CCL (eq. 6 as printed)": ("v2", {}),
     "V2, CLS + GSC + CCL (contrastive reading)": ("v2", {"ccl_reading": "contrastive"}),
+    "V2, CLS + GSC, CAM detached in GSC (not the paper's)": ("v2", {"ccl_weight": 0.0,
+                                                                     "gsc_detach_cam": True}),
+    "V2, CLS + GSC + CCL, CAM detached in GSC (not the paper's)": ("v2", {"gsc_detach_cam": True}),
 }
 V2_FULL = "V2, CLS + GSC + CCL (eq. 6 as printed)"
+V2_DETACHED = "V2, CLS + GSC + CCL, CAM detached in GSC (not the paper's)"
 INTERPRETATIONS = (
     "- **Input sizes.** timm Swin with `strict_img_size=False`; the input is zero-padded right/bottom to "
     "a multiple of the patch size, timm pads each stage to whole windows (masks built per size).",
@@ -52,7 +56,8 @@ INTERPRETATIONS = (
     "- **Prototypes and R-CAM.** Seed-weighted means of F_hie (C+1, background included); R-CAM = "
     "ReLU(cos) max-normalised per channel (SIPE's IS-CAM).",
     "- **GSC (eq. 5).** Mean absolute difference over batch, C+1 channels and pixels (SIPE), M bilinearly "
-    "up-sampled to F_hie's grid, gradients to both sides.",
+    "up-sampled to F_hie's grid, gradients to both sides. The rows marked \"CAM detached in GSC\" "
+    "(`gsc_detach_cam=True`, a deviation) stop its gradient into the CAM, so only the R-CAM follows the CAM.",
     "- **CCL (eq. 6).** `printed`: per-class cosine of CAM_k and R-CAM_k over pixels, the printed formula "
     "averaged over background + present classes; it is minimal at cos = 9/13, so it pulls the two maps "
     "apart once they agree more than that. `contrastive`: (1 - cos)^2 on matching pairs and (2/3 cos)^2 "
@@ -69,6 +74,7 @@ INTERPRETATIONS = (
     "for the paper's ImageNet weights: with linear patches the from-scratch Swin stayed at chance mAP.",
 )
 ABLATION = ("V2, CLS only", "V2, CLS + GSC", V2_FULL)
+ABLATION_DETACHED = ("V2, CLS only", "V2, CLS + GSC, CAM detached in GSC (not the paper's)", V2_DETACHED)
 
 
 def train(version: str, overrides: dict, seed: int, args: argparse.Namespace, data_root: Path,
@@ -183,9 +189,10 @@ def write_markdown(args: argparse.Namespace, per_seed: dict[str, list[dict[str, 
                    chance: dict[str, float], minutes: float) -> None:
     """The three tables (seed means, then per seed), the checks of the issue, the command and the machine."""
     results = {label: seed_mean(runs) for label, runs in per_seed.items()}
-    v1, v2 = results["V1 (CLS)"], results[V2_FULL]
+    v1, v2, v2_detached = results["V1 (CLS)"], results[V2_FULL], results[V2_DETACHED]
     seeds = " ".join(str(seed) for seed in args.seeds)
     ablation = [results[name]["own"] for name in ABLATION]
+    ablation_detached = [results[name]["own"] for name in ABLATION_DETACHED]
     init = f"initialised from `{args.weights.name}` (see below)" if args.weights else "trained from scratch"
     options = (f" --weights {args.weights}" if args.weights else "") + (f" --lr {args.lr}" if args.lr else "")
     output = "" if args.output == DEFAULT_OUTPUT else f" --output {args.output}"
@@ -220,6 +227,7 @@ def write_markdown(args: argparse.Namespace, per_seed: dict[str, list[dict[str, 
         lines += [f"| {label} | " + " | ".join(f"{pct(r['map'])} / {pct(r['own'])} / {pct(r['sweep'])}"
                                                 for r in runs) + " |" for label, runs in per_seed.items()]
     monotone = ablation[0] < ablation[1] < ablation[2]
+    monotone_detached = ablation_detached[0] < ablation_detached[1] < ablation_detached[2]
     lines += [
         "",
         "Checks:",
@@ -232,6 +240,12 @@ def write_markdown(args: argparse.Namespace, per_seed: dict[str, list[dict[str, 
         f"{pct(v1['sweep'])}: **{'yes' if v2['sweep'] > v1['sweep'] else 'no'}**.",
         f"- Table 3 (paper: CLS 49.84 < +GSC 54.58 < +CCL 55.16), V2 own rule: "
         f"{' -> '.join(pct(a) for a in ablation)}: **{'yes' if monotone else 'no'}**.",
+        f"- The same with the CAM detached in GSC (a deviation): Table 2, own rules "
+        f"{pct(v2_detached['own'])} vs {pct(v1['own'])}: "
+        f"**{'yes' if v2_detached['own'] > v1['own'] else 'no'}**; best threshold "
+        f"{pct(v2_detached['sweep'])} vs {pct(v1['sweep'])}: "
+        f"**{'yes' if v2_detached['sweep'] > v1['sweep'] else 'no'}**. Table 3: "
+        f"{' -> '.join(pct(a) for a in ablation_detached)}: **{'yes' if monotone_detached else 'no'}**.",
         "",
         "Reading the table: the reference row is the mAP that random scores get (the mean positive rate of "
         "the classes) and the seed mIoU of an all-background mask; runs whose mAP stays near the first have "

@@ -53,6 +53,19 @@ def test_total_loss_is_equation_12():
     assert model.net.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
 
 
+def test_mean_reduction_divides_both_consistency_losses_by_the_number_of_patches():
+    x = torch.randn(2, 3, 32, 32)
+    losses = {}
+    for reduction in ("sum", "mean"):
+        torch.manual_seed(0)
+        model = BiTrans(consistency_reduction=reduction, num_classes=3, **TINY).eval()
+        losses[reduction] = model.training_losses({"image": x, "cls_labels": LABELS})
+    patches = 16  # 32 px / patch 8, squared
+    for name in ("scc", "pac"):
+        assert losses["sum"][name] > 0
+        assert torch.allclose(losses["mean"][name] * patches, losses["sum"][name])
+
+
 def test_cams_are_the_mctformer_v2_fusion():
     torch.manual_seed(0)
     model = BiTrans(num_classes=3, **TINY).eval()
@@ -67,6 +80,8 @@ def test_bad_arguments_are_clear_errors():
         BiTrans(view="scale", num_classes=3, **TINY)
     with pytest.raises(ValueError, match="alpha and scc_weight must be >= 0"):
         BiTrans(alpha=-1.0, num_classes=3, **TINY)
+    with pytest.raises(ValueError, match="consistency_reduction"):
+        BiTrans(consistency_reduction="max", num_classes=3, **TINY)
 
 
 def test_training_fits_a_batch(synthetic_voc):

@@ -77,6 +77,9 @@ def test_scc_and_pac_on_a_hand_computed_example():
     affinity = torch.tensor([[[0.6, 0.4], [0.3, 0.7]]])
     # f⁻¹ swaps rows and columns: [[0.7, 0.3], [0.4, 0.6]]; |diff| rows sum to 0.2; (1/N) * 0.4 = 0.2
     assert pac_loss(affinity, affinity.clone(), "hflip", grid) == pytest.approx(0.2)
+    # "mean" also averages along each row of N = 2: 1.5 / 2 and 0.2 / 2
+    assert scc_loss(seeds, view_seeds, "hflip", grid, reduction="mean") == pytest.approx(0.75)
+    assert pac_loss(affinity, affinity.clone(), "hflip", grid, reduction="mean") == pytest.approx(0.1)
 
 
 def test_bad_inputs_are_clear_errors():
@@ -88,6 +91,8 @@ def test_bad_inputs_are_clear_errors():
         scc_loss(torch.zeros(1, 2, 4), torch.zeros(1, 3, 4), "hflip", (2, 2))
     with pytest.raises(ValueError, match="pac_loss"):
         pac_loss(torch.zeros(1, 4, 4), torch.zeros(1, 4, 3), "hflip", (2, 2))
+    with pytest.raises(ValueError, match="reduction must be 'sum' or 'mean'"):
+        scc_loss(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4), "hflip", (2, 2), reduction="max")
 
 
 def test_rotation_of_a_non_square_grid():

@@ -75,6 +75,20 @@ def test_v2_gradients_reach_backbone_head_and_hff_but_hff_inputs_are_detached():
     assert model.hff.down_1.weight.grad.abs().sum() > 0
 
 
+def test_gsc_detach_cam_keeps_the_value_and_sends_gsc_gradients_only_to_the_rcam_branch():
+    batch = {"image": torch.randn(2, 3, 32, 32), "cls_labels": LABELS}
+    grads = {}
+    for detach in (False, True):
+        torch.manual_seed(0)
+        model = make_model("v2", gsc_detach_cam=detach)
+        losses = model.training_losses(batch)
+        losses["gsc"].backward()
+        grads[detach] = (losses["gsc"].detach(), model.head.conv.weight.grad, model.hff.proj_4.weight.grad)
+    assert torch.equal(grads[False][0], grads[True][0])
+    assert grads[False][1].abs().sum() > 0 and grads[True][1] is None, "CAM side not detached"
+    assert torch.allclose(grads[False][2], grads[True][2]), "the R-CAM side must keep its gradient"
+
+
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="version"):
         make_model("v3")

@@ -21,15 +21,17 @@ Interpretations (the paper is silent or ambiguous; methods.md §3e):
 - The "Seg head" of eq. 6 is MCTformer-V2's 3×3 conv Patch-CAM head on the patch tokens (no resize needed
   at the token resolution); eq. 8 applies ReLU to it as MCTformer-V2 does.
 - Eq. 5 lacks its minus sign; the MLSM loss (``multilabel_soft_margin_loss``) is meant.
-- L1 reductions: SCC is (1/C)·‖·‖₁ per image as eq. 3, PAC is ‖·‖₁/N per image (eq. 11 divided by the number
-  of patches N); both are then averaged over the batch (see :mod:`wsss.losses.bitrans`).
+- L1 reductions (``consistency_reduction``): ``"sum"`` (default) takes SCC as (1/C)·‖·‖₁ per image, eq. 3
+  as printed, and PAC as ‖·‖₁/N per image (eq. 11 divided by the number of patches N); ``"mean"`` divides
+  both by N once more, the element-wise mean of SEAM's equivariance loss that the paper cites
+  (see :mod:`wsss.losses.bitrans`). Both are averaged over the batch.
 - α is not given in the paper. The default α = 1: with the 1/N normalisation both consistency terms are mean
   L1 distances between attention rows (distributions summed over layers), so neither grows with the image
   size, and α = 1 weighs L_pac as eq. 12 weighs L_scc; it was fixed before any experiment, not tuned.
 - "Twin network" is read as shared weights (one DeiT) and no stop-gradient on either branch.
 - Watch for collapse: uniform class→patch attention makes L_scc exactly zero. On the small synthetic models
-  it does collapse (identical class tokens, M_pseudo = Coarse-CAM alone). Check the class-token mAP and
-  ``scc_weight`` (``docs/results/bitrans_pretrained.md``).
+  the ``"sum"`` reduction does collapse (identical class tokens, M_pseudo = Coarse-CAM alone). Check the
+  class-token mAP and the class-attention entropy (``docs/results/bitrans_pretrained.md``).
 - "Rotation" (Table 2) is a quarter turn, the only rotation that permutes the patch grid exactly
   (:mod:`wsss.models.views`).
 """
@@ -39,7 +41,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from wsss.losses.bitrans import pac_loss, scc_loss
+from wsss.losses.bitrans import Reduction, pac_loss, scc_loss
 from wsss.methods.mctformer import MCTformer
 from wsss.models.mct_vit import class_patch_attention, patch_patch_attention
 from wsss.models.views import ViewName, apply_view, check_view
@@ -53,6 +55,7 @@ class BiTrans(MCTformer):
         view: ViewName = "hflip",
         alpha: float = 1.0,
         scc_weight: float = 1.0,
+        consistency_reduction: Reduction = "sum",
         backbone: str = "deit_small_patch16_224",
         weights: str | None = None,
         img_size: int = 224,
@@ -71,6 +74,9 @@ class BiTrans(MCTformer):
         check_view(view)
         if alpha < 0 or scc_weight < 0:
             raise ValueError(f"BiTrans: alpha and scc_weight must be >= 0, got {alpha} and {scc_weight}")
+        if consistency_reduction not in ("sum", "mean"):
+            raise ValueError(
+                f"BiTrans: consistency_reduction must be 'sum' or 'mean', got {consistency_reduction!r}")
         super().__init__(
             backbone, weights, "v2", img_size, drop_path_rate, backbone_kwargs, cam_layers, affinity_layers,
             affinity_refine, num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim,
@@ -86,8 +92,10 @@ class BiTrans(MCTformer):
         cls = 0.5 * sum(F.multilabel_soft_margin_loss(logits, labels) for _, logits, _ in branches)
         coarse = 0.5 * sum(F.multilabel_soft_margin_loss(cam.mean((2, 3)), labels) for _, _, cam in branches)
         scc = scc_loss(class_patch_attention(first.attentions, k, hp.cam_layers),
-                       class_patch_attention(second.attentions, k, hp.cam_layers), hp.view, first.grid)
+                       class_patch_attention(second.attentions, k, hp.cam_layers), hp.view, first.grid,
+                       hp.consistency_reduction)
         pac = pac_loss(patch_patch_attention(first.attentions, k, hp.affinity_layers),
-                       patch_patch_attention(second.attentions, k, hp.affinity_layers), hp.view, first.grid)
+                       patch_patch_attention(second.attentions, k, hp.affinity_layers), hp.view, first.grid,
+                       hp.consistency_reduction)
         total = cls + coarse + hp.scc_weight * scc + hp.alpha * pac
         return {"cls": cls, "coarse_cls": coarse, "scc": scc, "pac": pac, "loss": total}

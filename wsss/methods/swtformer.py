@@ -47,6 +47,10 @@ class SWTformer(WSSSMethod):
     factor is kept; ``Norm`` in eq. 1 is max normalisation (SIPE). Unlike SIPE, the backbone is not
     partially frozen and no gradient clipping is applied. Any input size works (see ``SwinFeatures``).
 
+    ``gsc_detach_cam`` (default False: the paper's and SIPE's two-sided eq. 5) detaches the CAM side of
+    GSC, so only the R-CAM branch follows the CAM. A deviation, off in every recipe: on the synthetic data
+    the two-sided loss drags the CAM towards the early, poor R-CAM (``docs/results/swtformer_pretrained.md``).
+
     ``stem_channels`` (default None: the paper's linear patch embedding) swaps the patch projection for a
     small conv stem (``ConvStemPatchEmbed``), a stand-in for ImageNet weights in from-scratch CPU runs.
     """
@@ -62,6 +66,7 @@ class SWTformer(WSSSMethod):
         hff_dims: Sequence[int] = (128, 128, 256, 256),
         bg_seed_scale: float = 0.5,
         gsc_weight: float = 1.0,
+        gsc_detach_cam: bool = False,
         ccl_weight: float = 1.0,
         ccl_reading: CCLReading = "printed",
         head_lr_scale: float = 1.0,
@@ -132,7 +137,7 @@ class SWTformer(WSSSMethod):
             return {"loss": cls, "cls": cls}
         cams_bg, rcams = self.refine(cams, features, labels)
         cams_bg = F.interpolate(cams_bg, size=rcams.shape[-2:], mode="bilinear", align_corners=False)
-        gsc = gsc_loss(cams_bg, rcams)
+        gsc = gsc_loss(cams_bg.detach() if self.hparams.gsc_detach_cam else cams_bg, rcams)
         ccl = ccl_loss(cams_bg, rcams, valid_channels(labels), self.hparams.ccl_reading)
         total = total_loss(cls, gsc, ccl, self.hparams.gsc_weight, self.hparams.ccl_weight)
         return {"loss": total, "cls": cls, "gsc": gsc, "ccl": ccl}
