@@ -13,7 +13,6 @@ hand-written reading below the generated part is kept.
 """
 
 import argparse
-import math
 import platform
 import statistics
 import time
@@ -29,7 +28,7 @@ from wsss.data.voc import VOCDataModule
 from wsss.eval import MultilabelMAP, ThresholdSweepIoU
 from wsss.methods.bitrans import BiTrans
 from wsss.methods.mctformer import MCTformer
-from wsss.models.mct_vit import class_patch_attention
+from wsss.models.mct_vit import attention_entropy, class_patch_attention
 from wsss.recipes import load_recipe
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "bitrans_synthetic.yaml"
@@ -65,7 +64,9 @@ def evaluate(model: MCTformer, data: VOCDataModule) -> dict[str, float]:
     for batch in data.val_dataloader():
         images, labels, masks = batch["image"], batch["cls_labels"], batch["mask"]
         average_precision.update(model.classify(images).sigmoid(), labels.long())
-        entropies.append(class_attention_entropy(model, images))
+        attention = class_patch_attention(model.net(images).attentions, model.num_classes,
+                                          model.hparams.cam_layers)
+        entropies.append(attention_entropy(attention))
         for refine, sweep in sweeps.items():
             model.hparams.affinity_refine = refine
             cams = model.multiscale_cams(images, labels)
@@ -75,18 +76,6 @@ def evaluate(model: MCTformer, data: VOCDataModule) -> dict[str, float]:
     return {"map": float(average_precision.compute()), "entropy": float(torch.cat(entropies).mean()),
             "seed": float(sweeps[False].compute()), "seed_t": float(sweeps[False].best_threshold()),
             "refined": float(sweeps[True].compute()), "refined_t": float(sweeps[True].best_threshold())}
-
-
-def class_attention_entropy(model: MCTformer, images: torch.Tensor) -> torch.Tensor:
-    """Per image, the entropy of each class's class→patch attention row over log N, averaged over classes.
-
-    1 means uniform attention: the class tokens have collapsed and SC-CAM carries no location.
-    """
-    attentions = model.net(images).attentions
-    attention = class_patch_attention(attentions, model.num_classes, model.hparams.cam_layers)
-    rows = attention / attention.sum(-1, keepdim=True)
-    entropy = -(rows * rows.clamp_min(1e-12).log()).sum(-1) / math.log(rows.shape[-1])
-    return entropy.mean(-1)
 
 
 def run(name: str, root: Path, seed: int, epochs: int, size: int, batch_size: int,

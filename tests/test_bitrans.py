@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from wsss.data.voc import VOCDataModule
 from wsss.main import main
 from wsss.methods.bitrans import BiTrans
+from wsss.models.mct_vit import attention_entropy, class_patch_attention
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 TINY = dict(backbone="vit_tiny_patch16_224", img_size=32, drop_path_rate=0.0,
@@ -49,6 +50,9 @@ def test_total_loss_is_equation_12():
     assert torch.allclose(losses["cls"], cls) and torch.allclose(losses["coarse_cls"], coarse)
     expected = cls + coarse + 2.0 * losses["scc"] + 0.5 * losses["pac"]
     assert torch.allclose(losses["loss"], expected)
+    seeds = class_patch_attention(branches[0][0].attentions, 3, model.hparams.cam_layers)
+    assert torch.allclose(losses["class_attention_entropy"], attention_entropy(seeds).mean())
+    assert not losses["class_attention_entropy"].requires_grad
     losses["loss"].backward()
     assert model.net.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
 

@@ -1,5 +1,7 @@
 """The multi-class-token ViT: checkpoint conversion, agreement with timm, attention capture and read-outs."""
 
+import math
+
 import pytest
 import timm
 import torch
@@ -8,6 +10,7 @@ from torch import nn
 
 from wsss.models.mct_vit import (
     MultiClassTokenViT,
+    attention_entropy,
     class_maps,
     class_patch_attention,
     patch_patch_attention,
@@ -91,6 +94,14 @@ def test_attention_readouts_take_head_means_summed_over_layers():
     assert torch.allclose(aff[0], (mean[0] + mean[1] + mean[2])[2:, 2:])
     with pytest.raises(ValueError, match=r"layers must be in 1\.\.3"):
         class_patch_attention(layers, 2, layers=4)
+
+
+def test_attention_entropy_is_one_for_uniform_rows_and_matches_a_hand_value():
+    uniform = torch.full((1, 2, 4), 0.25)
+    assert attention_entropy(uniform).item() == pytest.approx(1.0)
+    peaked = torch.tensor([[[0.7, 0.1, 0.1, 0.1], [2.5, 2.5, 2.5, 2.5]]])  # rows need not sum to 1
+    expected = (-(0.7 * math.log(0.7) + 3 * 0.1 * math.log(0.1)) / math.log(4) + 1.0) / 2  # (0.678 + 1) / 2
+    assert attention_entropy(peaked).item() == pytest.approx(expected)
 
 
 def test_pseudo_mask_and_pgt_on_a_hand_computed_example():

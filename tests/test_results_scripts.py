@@ -2,10 +2,8 @@
 results page keeps its hand-written reading when its script re-runs."""
 
 import importlib.util
-import math
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -70,21 +68,3 @@ def test_results_page_keeps_its_reading_on_rewrite(tmp_path: Path, capsys):
     markdown.write_results(page, "table v2\n")
     assert page.read_text() == f"table v2\n{markdown.MARKER}\nmy reading\n"
 
-
-def test_bitrans_class_attention_entropy_is_one_for_uniform_and_lower_for_peaked_attention(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    script = load_script("results_bitrans")
-    classes, patches = 2, 4
-    uniform = torch.full((1, 1, classes + patches, classes + patches), 1 / (classes + patches))
-    peaked = uniform.clone()
-    peaked[0, 0, :classes, classes:] = torch.tensor([0.7, 0.1, 0.1, 0.1])  # rows over the 4 patches
-
-    def fake_model(attention: torch.Tensor) -> SimpleNamespace:
-        output = SimpleNamespace(attentions=[attention])
-        return SimpleNamespace(net=lambda images: output, num_classes=classes,
-                               hparams=SimpleNamespace(cam_layers=1))
-
-    images = torch.zeros(1, 3, 8, 8)
-    assert script.class_attention_entropy(fake_model(uniform), images).item() == pytest.approx(1.0)
-    expected = -(0.7 * math.log(0.7) + 3 * 0.1 * math.log(0.1)) / math.log(patches)  # 0.678
-    assert script.class_attention_entropy(fake_model(peaked), images).item() == pytest.approx(expected)

@@ -31,7 +31,7 @@ Interpretations (the paper is silent or ambiguous; methods.md §3e):
 - "Twin network" is read as shared weights (one DeiT) and no stop-gradient on either branch.
 - Watch for collapse: uniform class→patch attention makes L_scc exactly zero. On the small synthetic models
   the ``"sum"`` reduction does collapse (identical class tokens, M_pseudo = Coarse-CAM alone). Check the
-  class-token mAP and the class-attention entropy (``docs/results/bitrans_pretrained.md``).
+  class-token mAP and ``train/class_attention_entropy`` (1 = uniform; ``docs/results/bitrans_pretrained.md``).
 - "Rotation" (Table 2) is a quarter turn, the only rotation that permutes the patch grid exactly
   (:mod:`wsss.models.views`).
 """
@@ -43,7 +43,7 @@ from torch import Tensor
 
 from wsss.losses.bitrans import Reduction, pac_loss, scc_loss
 from wsss.methods.mctformer import MCTformer
-from wsss.models.mct_vit import class_patch_attention, patch_patch_attention
+from wsss.models.mct_vit import attention_entropy, class_patch_attention, patch_patch_attention
 from wsss.models.views import ViewName, apply_view, check_view
 
 
@@ -83,7 +83,11 @@ class BiTrans(MCTformer):
         )
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
-        """Eq. 12 on the image and its view: classification, Coarse-CAM, SCC and α-weighted PAC losses."""
+        """Eq. 12 on the image and its view: classification, Coarse-CAM, SCC and α-weighted PAC losses.
+
+        Also ``class_attention_entropy`` of the first view (logged, not optimised): near 1 the class tokens
+        have collapsed (see the class docstring).
+        """
         hp, k = self.hparams, self.num_classes
         labels = batch["cls_labels"]
         images = batch["image"]
@@ -91,11 +95,13 @@ class BiTrans(MCTformer):
         (first, _, _), (second, _, _) = branches
         cls = 0.5 * sum(F.multilabel_soft_margin_loss(logits, labels) for _, logits, _ in branches)
         coarse = 0.5 * sum(F.multilabel_soft_margin_loss(cam.mean((2, 3)), labels) for _, _, cam in branches)
-        scc = scc_loss(class_patch_attention(first.attentions, k, hp.cam_layers),
-                       class_patch_attention(second.attentions, k, hp.cam_layers), hp.view, first.grid,
+        seeds = class_patch_attention(first.attentions, k, hp.cam_layers)
+        scc = scc_loss(seeds, class_patch_attention(second.attentions, k, hp.cam_layers), hp.view, first.grid,
                        hp.consistency_reduction)
         pac = pac_loss(patch_patch_attention(first.attentions, k, hp.affinity_layers),
                        patch_patch_attention(second.attentions, k, hp.affinity_layers), hp.view, first.grid,
                        hp.consistency_reduction)
         total = cls + coarse + hp.scc_weight * scc + hp.alpha * pac
-        return {"cls": cls, "coarse_cls": coarse, "scc": scc, "pac": pac, "loss": total}
+        entropy = attention_entropy(seeds.detach()).mean()
+        return {"cls": cls, "coarse_cls": coarse, "scc": scc, "pac": pac, "loss": total,
+                "class_attention_entropy": entropy}

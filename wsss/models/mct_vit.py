@@ -13,6 +13,7 @@ mean over heads, class→patch attention summed over the last layers, patch→pa
 layers, the V2 fusion with the Patch-CAM (Bi-Trans eq. 8) and the affinity refinement (Bi-Trans eq. 10).
 """
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +120,16 @@ def class_patch_attention(attentions: list[Tensor], num_classes: int, layers: in
 def patch_patch_attention(attentions: list[Tensor], num_classes: int, layers: int | None = None) -> Tensor:
     """Patch→patch affinity (B, N, N): head mean summed over the last ``layers`` (None: all) blocks, eq. 9."""
     return _layer_sum(attentions, layers)[:, num_classes:, num_classes:]
+
+
+def attention_entropy(class_attention: Tensor) -> Tensor:
+    """Per image (B,): the mean over classes of each class→patch row's entropy over log N (1 = uniform).
+
+    A diagnostic, not in the papers: 1 means SC-CAM carries no location (collapsed class tokens).
+    """
+    rows = class_attention / class_attention.sum(-1, keepdim=True).clamp_min(1e-12)
+    entropy = -(rows * rows.clamp_min(1e-12).log()).sum(-1) / math.log(rows.shape[-1])
+    return entropy.mean(-1)
 
 
 def pseudo_mask(class_attention: Tensor, coarse_cam: Tensor) -> Tensor:
