@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from wsss.main import main
+from wsss.main import main, make_cli
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 
@@ -84,3 +84,13 @@ def test_synth_command_and_python_dash_m(in_tmp: Path):
     assert len(list((in_tmp / "voc/JPEGImages").iterdir())) == 6
     out = subprocess.run([sys.executable, "-m", "wsss", "--help"], capture_output=True, text=True, check=True)
     assert "fit" in out.stdout and "predict" in out.stdout
+
+
+def test_batch_limits_read_an_integer_as_a_batch_count(synthetic_voc: Path):
+    cli = make_cli(["--config", str(RECIPES / "cam_baseline_synthetic.yaml"),
+                    f"--data.init_args.root={synthetic_voc}", "--trainer.logger=false",
+                    "--trainer.limit_predict_batches=1", "--trainer.limit_val_batches=0.5",
+                    "--trainer.val_check_interval=3"], run=False)
+    assert cli.trainer.limit_predict_batches == 1 and isinstance(cli.trainer.limit_predict_batches, int)
+    assert cli.trainer.limit_val_batches == 0.5 and cli.trainer.val_check_interval == 3
+    assert isinstance(cli.trainer.val_check_interval, int)

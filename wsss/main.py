@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from wsss.data.base import WSSSDataModule
 from wsss.recipes import expand_config_args
+from wsss.trainer import Trainer
 
 PACKAGE = Path(__file__).resolve().parent
 DATASET_SUFFIXES = ("_voc", "_coco", "_cub", "_dfc2020")
@@ -82,6 +83,7 @@ def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
         return WSSSCLI(
             L.LightningModule,
             WSSSDataModule,
+            trainer_class=Trainer,
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
