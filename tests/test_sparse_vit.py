@@ -131,6 +131,8 @@ def test_attention_pseudo_mask_clusters_heads_and_assigns_by_masked_forward():
     assert (whole == 6).all()
     few, note = attention_pseudo_mask(head_maps[:1], image, [5, 3], classify)
     assert "1 open head" in note and few.shape == (h, w)
+    with_grad, _ = attention_pseudo_mask(head_maps.requires_grad_(), image, [5, 3], classify)  # Grad-CAM on
+    assert (with_grad == mask).all()
 
 
 def test_cam_pseudo_mask_binarises_and_merges():

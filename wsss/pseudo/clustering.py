@@ -115,7 +115,7 @@ def attention_pseudo_mask(
     if head_maps.shape[0] < k:
         note = f"{head_maps.shape[0]} open head(s) for {k} classes: only {head_maps.shape[0]} cluster(s)"
         k = head_maps.shape[0]
-    maps = cluster_heads(head_maps.float().cpu().numpy(), k, seed)
+    maps = cluster_heads(head_maps.detach().float().cpu().numpy(), k, seed)  # k-means: no gradient
     foreground = np.stack([binarize_map(m) for m in maps])
     probs = masked_class_scores(image, foreground, classify)[:, [c - 1 for c in classes]]
     chosen = [classes[i] for i in assign_classes(probs)]
