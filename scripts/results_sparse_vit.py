@@ -62,13 +62,13 @@ def test_map(model: SparseViT, dm: DFC2020DataModule) -> float:
 
 
 def train_vit(root: Path, workdir: Path, size: int, epochs: int, sparsity_weight: float, gate_lr_scale: float,
-              head_gates: bool = True, bands: str = "s1s2",
-              seed: int = 0) -> tuple[SparseViT, DFC2020DataModule, dict]:
+              head_gates: bool = True, bands: str = "s1s2", seed: int = 0,
+              num_heads: int = 8) -> tuple[SparseViT, DFC2020DataModule, dict]:
     """Train one ViT and report its sparsity rate, open heads and test mAP."""
     L.seed_everything(seed, verbose=False)
     dm = data(root, size, bands)
     channels = (2, 13) if bands == "s1s2" else (13,)
-    model = SparseViT(channels, img_size=size, patch_size=8, embed_dim=128, depth=4, num_heads=8,
+    model = SparseViT(channels, img_size=size, patch_size=8, embed_dim=128, depth=4, num_heads=num_heads,
                       head_gates=head_gates, sparsity_weight=sparsity_weight, gate_lr_scale=gate_lr_scale,
                       num_classes=8,
                       in_channels=sum(channels), lr=1e-3, weight_decay=0.01, optimizer="adamw",
@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--gate-lr-scale", type=float, default=1.0)
     parser.add_argument("--refine-epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="the ViTs' training seed")
+    parser.add_argument("--heads", type=int, default=8, help="attention heads per layer (paper: 16)")
     parser.add_argument("--output", type=Path, default=OUT)
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -127,12 +128,13 @@ def main() -> None:
     sweep, models = {}, {}
     for lam in LAMBDAS:
         models[lam], dm, sweep[lam] = train_vit(root, work / f"lambda_{lam}", args.size, args.epochs, lam,
-                                                args.gate_lr_scale, seed=args.seed)
+                                                args.gate_lr_scale, seed=args.seed, num_heads=args.heads)
         print(f"lambda {lam}: {sweep[lam]}", flush=True)
     unpruned, _, unpruned_stats = train_vit(root, work / "ungated", args.size, args.epochs, 0.0,
-                                            args.gate_lr_scale, head_gates=False, seed=args.seed)
+                                            args.gate_lr_scale, head_gates=False, seed=args.seed,
+                                            num_heads=args.heads)
     s2, dm_s2, s2_stats = train_vit(root, work / "s2", args.size, args.epochs, 0.01, args.gate_lr_scale,
-                                    bands="s2", seed=args.seed)
+                                    bands="s2", seed=args.seed, num_heads=args.heads)
     pruned = models[0.01]
     masks = {
         "pruned ViT (lambda 0.01), attention, predicted k": pseudo_mask_miou(
@@ -171,7 +173,8 @@ def write_report(args, sweep, unpruned_stats, s2_stats, masks, refinement, elaps
         "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python scripts/results_sparse_vit.py "
         f"--n-train {args.n_train} --n-test {args.n_test} --size {args.size} --epochs {args.epochs} "
         f"--gate-lr-scale {args.gate_lr_scale} --refine-epochs {args.refine_epochs}"
-        + (f" --seed {args.seed}" if args.seed else ""),
+        + (f" --seed {args.seed}" if args.seed else "")
+        + (f" --heads {args.heads}" if args.heads != 8 else ""),
         "```",
         "",
         f"Machine: {cpu}, 1 thread (shared with other jobs); wall time {elapsed / 60:.1f} min. Seeds: "
@@ -180,9 +183,9 @@ def write_report(args, sweep, unpruned_stats, s2_stats, masks, refinement, elaps
         "",
         f"**Reduced size, not the paper's setting.** Synthetic DFC2020-layout tiles ({args.n_train} "
         f"training tiles = `ROIs0000_validation`, {args.n_test} test tiles, {args.size} px, S1 2 bands + S2 "
-        f"13 bands, labels by the 10 % rule); ViT patch 8, depth 4, 8 heads, width 128, {args.epochs} "
-        f"epochs of AdamW (0.9, 0.95), lr 1e-3 ({args.gate_lr_scale:g}x for the gates), cosine with warm-up, "
-        "batch 16 "
+        f"13 bands, labels by the 10 % rule); ViT patch 8, depth 4, {args.heads} heads, width 128, "
+        f"{args.epochs} epochs of AdamW (0.9, 0.95), lr 1e-3 ({args.gate_lr_scale:g}x for the gates), cosine "
+        "with warm-up, batch 16 "
         "(paper: patch 14, depth 12, 16 heads, 300 epochs, lr 1e-4 for all parameters, batch 32). "
         f"Refinement: UNet (ResNet-18) on S1+S2, {args.refine_epochs} epochs per iteration (paper: 10). "
         "Pseudo-masks are scored on the training tiles against their true masks (mIoU over the 8 classes; "
