@@ -45,7 +45,9 @@ class SWTformer(WSSSMethod):
     Interpretations (the paper is silent): HFF inputs are detached and the seeds are computed without
     gradient, as SIPE's side branches; the CAM head is a 3x3 conv (MCTformer-V2); SIPE's x0.5 background
     factor is kept; ``Norm`` in eq. 1 is max normalisation (SIPE). Unlike SIPE, the backbone is not
-    partially frozen and no gradient clipping is applied. Any input size works (see ``SwinFeatures``).
+    partially frozen and no gradient clipping is applied (probed on the synthetic data, as is SIPE's 10x rate
+    for new layers, ``head_lr_scale``: none prevents the GSC drop described below). Any input size works (see
+    ``SwinFeatures``).
 
     ``gsc_detach_cam`` (default False: the paper's and SIPE's two-sided eq. 5) detaches the CAM side of
     GSC, so only the R-CAM branch follows the CAM. A deviation, off in every recipe: on the synthetic data
