@@ -8,7 +8,8 @@ Then the cost of capturing attention maps against the same timm ViT with fused a
 benchmark ``bench/bench_refiners.py``. A method whose module is missing is reported as skipped.
 
 Run: ``python bench/run.py [--size 64] [--batch 8] [--steps 5] [--device cpu] [--methods a,b]``
-(``make bench``); about 3 minutes on 2 CPU cores.
+(``make bench``); about 3 minutes on 2 CPU cores. ``--paper-size`` runs ``bench/paper_size.py`` instead
+(the paper recipes' networks at their paper batch and crop).
 """
 
 import argparse
@@ -27,6 +28,7 @@ from pathlib import Path
 from statistics import median
 
 import lightning as L
+import paper_size
 import timm
 import torch
 from bench_refiners import median_seconds
@@ -206,11 +208,12 @@ class PeakMemory:
             self.mib = (self._status_kib("VmHWM") * 1024 - self.base) / 2**20
 
 
-def trainer(device: torch.device, steps: int, timer: StepTimer) -> L.Trainer:
+def trainer(device: torch.device, steps: int, timer: StepTimer, precision: str = "32-true") -> L.Trainer:
     """A quiet single-device Trainer that stops after ``steps`` optimiser steps."""
     return L.Trainer(
         accelerator=device.type,
         devices=1,
+        precision=precision,
         max_steps=steps,
         logger=False,
         enable_checkpointing=False,
@@ -364,6 +367,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "PHASE"), help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--paper-size" in argv:
+        argv.remove("--paper-size")
+        return paper_size.main(argv)
     args = parser.parse_args(argv)
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:

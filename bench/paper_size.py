@@ -1,0 +1,161 @@
+"""Paper-size benchmark: each paper recipe's network at its paper batch and crop, appended to ``docs/benchmarks.md``.
+
+Per row (the ``PAPER`` table): the median training-step time (forward, backward and optimiser step inside a
+Lightning ``fit``), the CAM / pseudo-mask throughput of ``predict_step`` at the recipe's scales and flips,
+and the peak memory of both phases, each phase in a fresh process (``bench/run.py``'s measurement). Weights are
+random (the cost does not depend on them). On the CPU the default precision is fp32; ``--precision`` takes any
+Lightning value (``bf16-mixed`` on a CPU with AVX-512 BF16); on CUDA the default is each recipe's precision.
+
+Run: ``python bench/run.py --paper-size [--device cuda] [--rows a,b]`` (``make bench ARGS=--paper-size``);
+about 10-15 minutes on 2 CPU cores with one thread.
+"""
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEIT_S = {"backbone": "deit_small_patch16_224", "img_size": 224, "drop_path_rate": 0.1}
+
+#: name -> (class path, init arguments, batch, crop, CUDA precision, timed train steps, timed CAM images)
+PAPER: dict[str, tuple[str, dict, int, int, str, int, int]] = {
+    "mctformer_v2 (DeiT-S)": (
+        "wsss.methods.mctformer.MCTformer",
+        {**DEIT_S, "version": "v2", "affinity_refine": True, "cam_scales": [1.0], "cam_flip": True},
+        8, 224, "16-mixed", 3, 4,
+    ),
+    "bitrans (DeiT-S)": (
+        "wsss.methods.bitrans.BiTrans",
+        {**DEIT_S, "affinity_refine": True, "cam_scales": [1.0], "cam_flip": True},
+        8, 224, "16-mixed", 3, 4,
+    ),
+    "swtformer_v2 (Swin-T)": (
+        "wsss.methods.swtformer.SWTformer",
+        {"version": "v2", "backbone": "swin_tiny_patch4_window7_224", "cam_scales": [1.0, 0.5, 1.5, 2.0],
+         "cam_flip": True},
+        4, 320, "32-true", 3, 2,
+    ),
+    "crt (ResNet-152 + DeiT-S)": (
+        "wsss.methods.crt.CRT",
+        {"cnn_backbone": "resnet152", "vit": "deit_small_patch16_224", "loops": 3,
+         "cam_scales": [1.0, 0.5, 1.5, 2.0, 0.75, 1.25, 1.75], "cam_flip": True},
+        4, 336, "32-true", 2, 1,
+    ),
+    "sasformer (MiT-B4)": (
+        "wsss.methods.sasformer.SASFormer",
+        {"backbone": "mit_b4", "test_scales": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0], "test_flip": True},
+        2, 512, "16-mixed", 2, 1,
+    ),
+    "sparse_vit (depth 12, 16 heads)": (
+        "wsss.methods.sparse_vit.SparseViT",
+        {"img_size": 224, "patch_size": 14, "embed_dim": 1024, "depth": 12, "num_heads": 16, "mlp_ratio": 2.0,
+         "in_channels": 15, "num_classes": 8},
+        8, 224, "32-true", 2, 8,
+    ),
+}
+
+
+def worker(name: str, phase: str, device: torch.device, precision: str) -> dict:
+    """Measure one phase of one row in this (fresh) process."""
+    import importlib
+
+    import lightning as L
+    from run import PeakMemory, RandomBatches, StepTimer, trainer
+    from torch.utils.data import DataLoader
+
+    class_path, kwargs, batch, size, _, train_steps, cam_images = PAPER[name]
+    kwargs = {"num_classes": 20, "in_channels": 3, **kwargs}
+    module_name, _, class_name = class_path.rpartition(".")
+    L.seed_everything(0, verbose=False)
+    model = getattr(importlib.import_module(module_name), class_name)(**kwargs)
+    warmup = 1
+    if phase == "train":
+        loader_batch, steps = batch, warmup + train_steps
+    else:
+        loader_batch, steps = 1, warmup + cam_images  # CAMs per image, as the pseudo-mask stage runs them
+    data = RandomBatches(loader_batch, loader_batch * steps, kwargs["in_channels"], size, kwargs["num_classes"])
+    loader = DataLoader(data, batch_size=loader_batch)
+    timer = StepTimer()
+    with PeakMemory(device) as memory:
+        run = trainer(device, steps, timer, precision)
+        if phase == "train":
+            run.fit(model, train_dataloaders=loader)
+        else:
+            run.predict(model, loader, return_predictions=False)
+    times = (timer.train if phase == "train" else timer.predict)[warmup:]
+    return {"seconds": sorted(times)[len(times) // 2], "mib": memory.mib,
+            "params": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def row(name: str, args: argparse.Namespace) -> list[str]:
+    """One table row, each phase measured in its own process."""
+    _, kwargs, batch, size, cuda_precision, _, _ = PAPER[name]
+    precision = args.precision or (cuda_precision if args.device == "cuda" else "32-true")
+    results = {}
+    for phase in ("train", "predict"):
+        command = [sys.executable, str(Path(__file__).resolve()), "--device", args.device,
+                   "--precision", precision, "--worker", name, phase]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT / "bench")
+        if done.returncode != 0:
+            raise RuntimeError(f"paper-size benchmark of {name} ({phase}) failed:\n{done.stderr[-3000:]}")
+        results[phase] = json.loads(done.stdout.strip().splitlines()[-1])
+    train, predict = results["train"], results["predict"]
+    scales = kwargs.get("cam_scales", kwargs.get("test_scales", [1.0]))
+    flip = kwargs.get("cam_flip", kwargs.get("test_flip", False))
+    return [
+        name, f"{batch}×{size}²", precision, f"{train['params']:.1f}", f"{train['seconds']:.2f}",
+        f"{len(scales)}{' + flip' if flip else ''}", f"{predict['seconds']:.2f}",
+        f"{train['mib']:.0f}", f"{predict['mib']:.0f}",
+    ]
+
+
+def main(argv: list[str]) -> None:
+    """Run the rows, print the report and append it to ``--output``."""
+    from run import machine, table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default=None, help="Lightning precision (default: see the docstring)")
+    parser.add_argument("--rows", default=",".join(PAPER), help="comma-separated names from PAPER")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs/benchmarks.md")
+    parser.add_argument("--note", default="", help="a remark printed with the results")
+    parser.add_argument("--worker", nargs=2, metavar=("ROW", "PHASE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if args.worker:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        print(json.dumps(worker(*args.worker, device, args.precision or "32-true")))
+        return
+    names = args.rows.split(",")
+    unknown = set(names) - set(PAPER)
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; known: {list(PAPER)}")
+    started = time.perf_counter()
+    rows = [row(name, args) for name in names]
+    text = "\n\n".join([
+        f"## Paper size, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {device.type}",
+        f"Machine: {machine(device)}.{' ' + args.note if args.note else ''}",
+        f"Command: `python bench/run.py --paper-size {shlex.join(argv)}`. Random weights; median of the timed "
+        "training steps after one warm-up step; CAM time = seconds per image (batch 1) at the recipe's scales and "
+        "flips (`predict_step`: CAMs, fusion and background scores), after one warm-up image; memory = the rise "
+        f"of the peak {'CUDA allocation' if device.type == 'cuda' else 'resident set size'} in the phase.",
+        table(["recipe network", "batch × crop", "precision", "params (M)", "train step (s)", "CAM scales",
+               "CAM per image (s)", "peak memory, train (MiB)", "peak memory, CAM (MiB)"], rows),
+        f"Total time {time.perf_counter() - started:.0f} s.",
+    ]) + "\n"
+    print(text)
+    with args.output.open("a") as f:
+        f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
