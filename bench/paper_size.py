@@ -1,10 +1,11 @@
-"""Paper-size benchmark: each paper recipe's network at its paper batch and crop, appended to ``docs/benchmarks.md``.
+"""Paper-size benchmark: each paper recipe's network at its paper batch and crop (to ``docs/benchmarks.md``).
 
 Per row (the ``PAPER`` table): the median training-step time (forward, backward and optimiser step inside a
 Lightning ``fit``), the CAM / pseudo-mask throughput of ``predict_step`` at the recipe's scales and flips,
-and the peak memory of both phases, each phase in a fresh process (``bench/run.py``'s measurement). Weights are
-random (the cost does not depend on them). On the CPU the default precision is fp32; ``--precision`` takes any
-Lightning value (``bf16-mixed`` on a CPU with AVX-512 BF16); on CUDA the default is each recipe's precision.
+and the peak memory of both phases, each phase in a fresh process (``bench/run.py``'s measurement). Weights
+are random (the cost does not depend on them). On the CPU the default precision is fp32; ``--precision`` takes
+any Lightning value (``bf16-mixed`` on a CPU with AVX-512 BF16); on CUDA the default is each recipe's
+precision.
 
 Run: ``python bench/run.py --paper-size [--device cuda] [--rows a,b]`` (``make bench ARGS=--paper-size``);
 about 10-15 minutes on 2 CPU cores with one thread.
@@ -80,8 +81,9 @@ def worker(name: str, phase: str, device: torch.device, precision: str) -> dict:
         loader_batch, steps = batch, warmup + train_steps
     else:
         loader_batch, steps = 1, warmup + cam_images  # CAMs per image, as the pseudo-mask stage runs them
-    data = RandomBatches(loader_batch, loader_batch * steps, kwargs["in_channels"], size, kwargs["num_classes"])
-    loader = DataLoader(data, batch_size=loader_batch)
+    channels, classes = kwargs["in_channels"], kwargs["num_classes"]
+    loader = DataLoader(RandomBatches(loader_batch, loader_batch * steps, channels, size, classes),
+                        batch_size=loader_batch)
     timer = StepTimer()
     with PeakMemory(device) as memory:
         run = trainer(device, steps, timer, precision)
@@ -144,10 +146,11 @@ def main(argv: list[str]) -> None:
     text = "\n\n".join([
         f"## Paper size, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {device.type}",
         f"Machine: {machine(device)}.{' ' + args.note if args.note else ''}",
-        f"Command: `python bench/run.py --paper-size {shlex.join(argv)}`. Random weights; median of the timed "
-        "training steps after one warm-up step; CAM time = seconds per image (batch 1) at the recipe's scales and "
-        "flips (`predict_step`: CAMs, fusion and background scores), after one warm-up image; memory = the rise "
-        f"of the peak {'CUDA allocation' if device.type == 'cuda' else 'resident set size'} in the phase.",
+        f"Command: `python bench/run.py --paper-size {shlex.join(argv)}`. Random weights; median of the "
+        "timed training steps after one warm-up step; CAM time = seconds per image (batch 1) at the recipe's "
+        "scales and flips (`predict_step`: CAMs, fusion and background scores), after one warm-up image; "
+        f"memory = the rise of the peak {'CUDA allocation' if device.type == 'cuda' else 'resident memory'} "
+        "in the phase.",
         table(["recipe network", "batch × crop", "precision", "params (M)", "train step (s)", "CAM scales",
                "CAM per image (s)", "peak memory, train (MiB)", "peak memory, CAM (MiB)"], rows),
         f"Total time {time.perf_counter() - started:.0f} s.",

@@ -88,3 +88,55 @@ def test_bad_arguments_raise() -> None:
         build_transform((0.0, 0.0, 0.0), (1.0, 1.0))
     with pytest.raises(ValueError, match="scale_range"):
         build_transform((0.0,), (1.0,), scale_range=(1.5, 0.5))
+
+
+def test_resize_long_draws_the_long_side_in_range_with_labels_aligned() -> None:
+    image, mask = _labelled_image(375, 500, 3)
+    transform = build_transform((0.0,) * 3, (1.0,) * 3, resize_long=(210, 420))
+    sides = set()
+    for seed in range(8):
+        transform.reseed(seed)
+        out = transform(image, mask=mask)
+        height, width = out["image"].shape[-2:]
+        assert 210 <= width <= 420 and height == round(width * 375 / 500)  # IRN: long side, aspect kept
+        assert out["mask"].shape == (height, width)
+        assert set(out["mask"].unique().tolist()) <= set(range(10))  # nearest: no blended ids
+        sides.add(width)
+    assert len(sides) > 1
+    with pytest.raises(ValueError, match="resize_long"):
+        build_transform((0.0,), (1.0,), resize_long=(300, 200))
+
+
+def test_deit_pipeline_crops_augments_and_drops_label_maps() -> None:
+    import torch
+
+    from wsss.data.transforms import build_deit_transform
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (375, 500, 3)).astype(np.float32)
+    mask = np.zeros((375, 500), np.uint8)
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    plain = build_deit_transform(mean, std, 224, rand_augment="rand-m0-n0", erase_prob=0.0)
+    augmented = build_deit_transform(mean, std, 224, erase_prob=1.0)
+    outs = []
+    for transform in (plain, augmented):
+        transform.reseed(0)
+        torch.manual_seed(0)
+        out = transform(image, mask=mask)
+        assert set(out) == {"image"} and out["image"].shape == (3, 224, 224)
+        outs.append(out["image"])
+    assert not torch.allclose(outs[0], outs[1])  # RandAugment and the erased box changed the crop
+    with pytest.raises(ValueError, match="8-bit RGB"):
+        build_deit_transform((0.0,) * 13, (1.0,) * 13, 224)
+
+
+def test_deit_augment_in_the_datamodule(synthetic_voc) -> None:
+    from wsss.data.voc import VOCDataModule
+
+    data = VOCDataModule(str(synthetic_voc), crop_size=32, batch_size=4, train_augment="deit")
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 32, 32) and "mask" not in batch
+    assert batch["cls_labels"].shape[0] == 4
+    with pytest.raises(ValueError, match="supervision='image'"):
+        VOCDataModule(str(synthetic_voc), supervision="point", train_augment="deit")

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from wsss.data.io import DataFileError
-from wsss.data.transforms import SampleTransform, build_transform
+from wsss.data.transforms import SampleTransform, TrainAugment, build_deit_transform, build_transform
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,11 @@ class WSSSDataset(Dataset, ABC):
 class WSSSDataModule(L.LightningDataModule, ABC):
     """Base DataModule: splits by name, supervision mode, train/eval transforms and loaders.
 
-    Train loader: normalise, random scale in ``scale_range``, pad (image 0 = mean, labels 255) and random
-    crop to ``crop_size``, random horizontal flip; shuffled. Val/test/predict loaders: normalisation only,
+    Train loader (``train_augment="scale_crop"``): normalise, rescale the long side to a random size in
+    ``resize_long`` when given (IRN), random scale in ``scale_range``, pad (image 0 = mean, labels 255) and
+    random crop to ``crop_size``, random horizontal flip; shuffled. ``train_augment="deit"`` is DeiT's
+    pipeline instead (RandomResizedCrop to ``crop_size``, flip, RandAugment, RandomErasing; MCTformer's),
+    for image-level supervision. Val/test/predict loaders: normalisation only,
     the full image, ``eval_batch_size`` (above 1 only when all images share one size).
 
     ``supervision``: "image" gives ``cls_labels`` (and ``mask`` where ground truth exists, for evaluation
@@ -179,7 +182,9 @@ class WSSSDataModule(L.LightningDataModule, ABC):
         num_workers: int = 0,
         crop_size: int | None = 224,
         scale_range: tuple[float, float] = (0.5, 1.5),
+        resize_long: tuple[int, int] | None = None,
         hflip: bool = True,
+        train_augment: TrainAugment = "scale_crop",
         supervision: Supervision = "image",
         train_split: str = "train",
         val_split: str = "val",
@@ -199,6 +204,13 @@ class WSSSDataModule(L.LightningDataModule, ABC):
             raise ValueError(
                 f"{type(self).__name__} supports supervision {list(self.supervisions)}, got {supervision!r}"
             )
+        if train_augment not in ("scale_crop", "deit"):
+            raise ValueError(f"train_augment must be 'scale_crop' or 'deit', got {train_augment!r}")
+        if train_augment == "deit" and (supervision != "image" or crop_size is None):
+            raise ValueError(
+                "train_augment='deit' (RandAugment moves the image alone) needs supervision='image' and a "
+                f"crop_size, got supervision={supervision!r}, crop_size={crop_size}"
+            )
         if mask_dir is not None and supervision != "dense":
             raise ValueError(
                 f"mask_dir is only read with supervision='dense', got supervision={supervision!r}"
@@ -213,7 +225,9 @@ class WSSSDataModule(L.LightningDataModule, ABC):
         self.num_workers = num_workers
         self.crop_size = crop_size
         self.scale_range = tuple(scale_range)
+        self.resize_long = None if resize_long is None else tuple(resize_long)
         self.hflip = hflip
+        self.train_augment = train_augment
         self.supervision = supervision
         self.splits: dict[Role, str] = {
             "train": train_split,
@@ -230,9 +244,12 @@ class WSSSDataModule(L.LightningDataModule, ABC):
         """The dataset of ``split``; ``train`` selects training supervision (sparse labels, ``mask_dir``)."""
 
     def train_transform(self) -> SampleTransform:
-        """Random scale, pad + crop to ``crop_size`` and flip, after per-channel normalisation."""
+        """The ``train_augment`` pipeline (see the class docstring)."""
+        if self.train_augment == "deit":
+            return build_deit_transform(self.mean, self.std, self.crop_size)
         return build_transform(
-            self.mean, self.std, scale_range=self.scale_range, crop_size=self.crop_size, hflip=self.hflip
+            self.mean, self.std, resize_long=self.resize_long, scale_range=self.scale_range,
+            crop_size=self.crop_size, hflip=self.hflip,
         )
 
     def eval_transform(self) -> SampleTransform:

@@ -5,12 +5,16 @@ pipeline normalises them per channel first, so padding (value 0) is the channel 
 (``mask`` and ``sparse``) use nearest interpolation and are padded with 255 (ignore / unlabeled).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
+from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
 
 from wsss.data.io import IGNORE_INDEX
 
@@ -19,14 +23,23 @@ class SampleTransform:
     """Apply an albumentations pipeline to numpy arrays and return the sample's tensors.
 
     ``image`` (H, W, C) float32 becomes (C, H, W) float32; ``mask`` and ``sparse`` (H, W) become int64;
-    ``boxes`` (N, 4) xyxy pixels become float32 (N, 4).
+    ``boxes`` (N, 4) xyxy pixels become float32 (N, 4). ``image_only`` drops label maps (for pipelines whose
+    image-only steps would misalign them); ``tensor_transform`` runs on the final image tensor.
     """
 
-    def __init__(self, transforms: Sequence[A.BasicTransform], with_boxes: bool = False) -> None:
+    def __init__(
+        self,
+        transforms: Sequence[A.BasicTransform],
+        with_boxes: bool = False,
+        image_only: bool = False,
+        tensor_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         bbox_params = (
             A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True) if with_boxes else None
         )
         self.with_boxes = with_boxes
+        self.image_only = image_only
+        self.tensor_transform = tensor_transform
         self.compose = A.Compose(
             list(transforms), additional_targets={"sparse": "mask"}, bbox_params=bbox_params
         )
@@ -44,12 +57,15 @@ class SampleTransform:
     ) -> dict[str, torch.Tensor]:
         """Transform the given arrays together; keys that are None are left out of the result."""
         inputs = {"image": np.ascontiguousarray(image, dtype=np.float32)}
-        inputs |= {key: value for key, value in (("mask", mask), ("sparse", sparse)) if value is not None}
+        if not self.image_only:
+            inputs |= {key: value for key, value in (("mask", mask), ("sparse", sparse)) if value is not None}
         if self.with_boxes:
             boxes = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32)
             inputs |= {"bboxes": boxes, "box_ids": list(range(len(boxes)))}
         out = self.compose(**inputs)
         sample = {"image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))}
+        if self.tensor_transform is not None:
+            sample["image"] = self.tensor_transform(sample["image"])
         for key in ("mask", "sparse"):
             if key in inputs:
                 sample[key] = torch.from_numpy(np.asarray(out[key], dtype=np.int64))
@@ -63,6 +79,7 @@ def build_transform(
     std: Sequence[float],
     *,
     resize: int | None = None,
+    resize_long: tuple[int, int] | None = None,
     scale_range: tuple[float, float] = (1.0, 1.0),
     crop_size: int | None = None,
     hflip: bool = False,
@@ -70,8 +87,10 @@ def build_transform(
 ) -> SampleTransform:
     """Normalise, then optionally resize to a square, random-scale, pad + random-crop and random-flip.
 
-    ``mean``/``std`` are per channel in the raw pixel scale. ``scale_range`` = (1, 1) disables scaling;
-    ``crop_size`` None keeps the whole image. Padding fills 0 (the mean) in the image and 255 in labels.
+    ``mean``/``std`` are per channel in the raw pixel scale. ``resize_long`` = (low, high) rescales the long
+    side to a random integer in [low, high] (IRN's ``random_resize_long``, bicubic), ``scale_range`` scales by
+    a random factor ((1, 1) disables it); ``crop_size`` None keeps the whole image. Padding fills 0 (the mean)
+    in the image and 255 in labels.
     """
     if len(mean) != len(std):
         raise ValueError(f"mean has {len(mean)} channels but std has {len(std)}")
@@ -79,6 +98,14 @@ def build_transform(
     if resize is not None:
         steps.append(
             A.Resize(resize, resize, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
+        )
+    if resize_long is not None:
+        shortest, longest = resize_long
+        if not 0 < shortest <= longest:
+            raise ValueError(f"resize_long must satisfy 0 < low <= high, got {resize_long}")
+        steps.append(
+            A.LongestMaxSize(max_size=list(range(shortest, longest + 1)), interpolation=cv2.INTER_CUBIC,
+                             mask_interpolation=cv2.INTER_NEAREST)
         )
     low, high = scale_range
     if not 0 < low <= high:
@@ -107,3 +134,50 @@ def build_transform(
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
     return SampleTransform(steps, with_boxes=with_boxes)
+
+
+TrainAugment = Literal["scale_crop", "deit"]
+
+
+class RandAugment(A.ImageOnlyTransform):
+    """timm's RandAugment on the raw 8-bit RGB image (PIL operations), as an albumentations step."""
+
+    def __init__(self, config: str, crop_size: int, mean: Sequence[float], p: float = 1.0) -> None:
+        super().__init__(p=p)
+        hparams = {
+            "translate_const": int(crop_size * 0.45),
+            "img_mean": tuple(min(255, round(m)) for m in mean),
+            "interpolation": Image.BICUBIC,
+        }
+        self.augment = rand_augment_transform(config, hparams)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        """Round to uint8, augment, return float32 in the same 0-255 scale."""
+        pil = Image.fromarray(np.clip(img, 0, 255).round().astype(np.uint8))
+        return np.asarray(self.augment(pil), dtype=np.float32)
+
+
+def build_deit_transform(
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_size: int,
+    rand_augment: str = "rand-m9-mstd0.5-inc1",
+    erase_prob: float = 0.25,
+) -> SampleTransform:
+    """DeiT's training pipeline (timm ``create_transform``), which MCTformer trains with: RandomResizedCrop
+    (scale 0.08-1, bicubic), horizontal flip, RandAugment, normalisation, RandomErasing (pixel mode).
+
+    timm ignores the ColorJitter argument when RandAugment is on, so there is none. RGB 8-bit images only;
+    label maps are dropped (RandAugment moves the image alone), so it serves image-level supervision.
+    """
+    if len(mean) != 3:
+        raise ValueError(f"the 'deit' augmentation needs 8-bit RGB images, got {len(mean)} channels")
+    steps = [
+        A.RandomResizedCrop((crop_size, crop_size), scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                            interpolation=cv2.INTER_CUBIC),
+        A.HorizontalFlip(p=0.5),
+        RandAugment(rand_augment, crop_size, mean),
+        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0),
+    ]
+    erase = RandomErasing(probability=erase_prob, mode="pixel", max_count=1, num_splits=0, device="cpu")
+    return SampleTransform(steps, image_only=True, tensor_transform=erase)
