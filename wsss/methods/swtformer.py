@@ -11,6 +11,8 @@ from wsss.losses.swtformer import CCLReading, ccl_loss, classification_loss, gsc
 from wsss.methods.base import WSSSMethod
 from wsss.models.hff import HierarchicalFeatureFusion
 from wsss.models.prototypes import (
+    BackgroundOver,
+    Similarity,
     class_prototypes,
     locate_seeds,
     prototype_cams,
@@ -19,6 +21,11 @@ from wsss.models.prototypes import (
 )
 from wsss.models.swin_cam import PatchTokenCAMHead, SwinFeatures
 from wsss.pseudo.background import cams_with_bg_to_mask
+
+
+def image_region(images: Tensor) -> Tensor:
+    """(B, 1, H, W) float: 0 on crop padding, the pixels that are 0 (the normalised mean) in every channel."""
+    return images.ne(0).any(1, keepdim=True).to(images.dtype)
 
 
 class SWTformer(WSSSMethod):
@@ -67,6 +74,9 @@ class SWTformer(WSSSMethod):
         cam_kernel_size: int = 3,
         hff_dims: Sequence[int] = (128, 128, 256, 256),
         bg_seed_scale: float = 0.5,
+        background_over: BackgroundOver = "all",
+        seed_similarity: Similarity = "abs",
+        mask_crop_padding: bool = True,
         gsc_weight: float = 1.0,
         gsc_detach_cam: bool = False,
         ccl_weight: float = 1.0,
@@ -84,6 +94,10 @@ class SWTformer(WSSSMethod):
             raise ValueError(f"SWTformer: version must be 'v1' or 'v2', got {version!r}")
         if ccl_reading not in ("printed", "contrastive"):
             raise ValueError(f"SWTformer: ccl_reading must be 'printed' or 'contrastive': {ccl_reading!r}")
+        if background_over not in ("all", "present"):
+            raise ValueError(f"SWTformer: background_over must be 'all' or 'present': {background_over!r}")
+        if seed_similarity not in ("abs", "relu"):
+            raise ValueError(f"SWTformer: seed_similarity must be 'abs' or 'relu': {seed_similarity!r}")
         self.version = version
         self.backbone = SwinFeatures(backbone, weights, in_channels, backbone_overrides, stem_channels)
         self.head = PatchTokenCAMHead(self.backbone.channels[-1], num_classes, cam_kernel_size)
@@ -95,14 +109,22 @@ class SWTformer(WSSSMethod):
         logits, cams = self.head(features[-1])
         return logits, cams, features
 
-    def refine(self, cams: Tensor, features: list[Tensor], cls_labels: Tensor) -> tuple[Tensor, Tensor]:
-        """V2: M with background (B, K+1, P, P) and R-CAM (B, K+1, h3, w3) at F_hie's grid."""
+    def refine(
+        self, cams: Tensor, features: list[Tensor], cls_labels: Tensor, inside: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """V2: M with background (B, K+1, P, P) and R-CAM (B, K+1, h3, w3) at F_hie's grid.
+
+        ``inside`` (B, 1, H, W), 1 inside the image and 0 on crop padding, is SIPE's ``valid_mask``: the seeds
+        are located on M zeroed outside and padded tokens get no seed. M itself is returned unmasked.
+        """
         if self.hff is None:
             raise ValueError("SWTformer.refine: only version 'v2' has the HFF / prototype branch")
         valid = valid_channels(cls_labels)
-        cams_bg = with_background(cams, cls_labels)
+        cams_bg = with_background(cams, cls_labels, self.hparams.background_over)
         with torch.no_grad():
-            seeds = locate_seeds(cams_bg, features[-1], valid, self.hparams.bg_seed_scale)
+            keep = 1.0 if inside is None else F.interpolate(inside, size=cams.shape[-2:], mode="nearest")
+            seeds = keep * locate_seeds(cams_bg * keep, features[-1], valid, self.hparams.bg_seed_scale,
+                                        self.hparams.seed_similarity)
         fused = self.hff([f.detach() for f in features])
         seeds = F.interpolate(seeds, size=fused.shape[-2:], mode="nearest")
         return cams_bg, prototype_cams(fused, class_prototypes(fused, seeds))
@@ -137,8 +159,11 @@ class SWTformer(WSSSMethod):
         cls = classification_loss(logits, labels)
         if self.version == "v1":
             return {"loss": cls, "cls": cls}
-        cams_bg, rcams = self.refine(cams, features, labels)
-        cams_bg = F.interpolate(cams_bg, size=rcams.shape[-2:], mode="bilinear", align_corners=False)
+        inside = image_region(batch["image"]) if self.hparams.mask_crop_padding else None
+        cams_bg, rcams = self.refine(cams, features, labels, inside)
+        cams_bg = F.interpolate(cams_bg, size=rcams.shape[-2:], mode="bilinear", align_corners=True)
+        if inside is not None:
+            cams_bg = cams_bg * F.interpolate(inside, size=rcams.shape[-2:], mode="nearest")
         gsc = gsc_loss(cams_bg.detach() if self.hparams.gsc_detach_cam else cams_bg, rcams)
         ccl = ccl_loss(cams_bg, rcams, valid_channels(labels), self.hparams.ccl_reading)
         total = total_loss(cls, gsc, ccl, self.hparams.gsc_weight, self.hparams.ccl_weight)
@@ -149,7 +174,7 @@ class SWTformer(WSSSMethod):
         if self.version == "v1":
             return super().score_maps(cams, cls_labels)
         labels = torch.ones_like(cams[:, :, 0, 0]) if cls_labels is None else cls_labels
-        return with_background(cams, labels)
+        return with_background(cams, labels, self.hparams.background_over)
 
     def multiscale_scores(self, images: Tensor, cls_labels: Tensor) -> Tensor:
         """V2: R-CAMs with background (B, K+1, H, W) summed over scales and flips, max-normalised (SIPE)."""
