@@ -187,7 +187,7 @@ def test_crop_padding_is_sipes_valid_mask():
     losses = model.training_losses({"image": image, "cls_labels": labels})
     assert abs(losses["gsc"].item() - expected.item()) < 1e-10
     unmasked = stubbed_model(logits, REF["tokens"], hie_fea, mask_crop_padding=False)
-    assert abs(float(unmasked.training_losses({"image": image, "cls_labels": labels})["gsc"])
+    assert abs(unmasked.training_losses({"image": image, "cls_labels": labels})["gsc"].item()
                - REF["gsc_faint"]) < 1e-4
     assert abs(losses["gsc"].item() - REF["gsc_faint"]) > 1e-3
 
