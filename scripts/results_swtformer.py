@@ -44,19 +44,21 @@ INTERPRETATIONS = (
     "- **Input sizes.** timm Swin with `strict_img_size=False`; the input is zero-padded right/bottom to "
     "a multiple of the patch size, timm pads each stage to whole windows (masks built per size).",
     "- **CAM head (eqs. 1-2).** A 3x3 conv with bias (MCTformer-V2's head) on T_out; scores = GAP of the "
-    "raw F_out; Norm = per-class max normalisation (SIPE); eq. 2 as printed lacks the sigmoid and the "
+    "raw F_out; Norm = per-class ReLU / (max + 1e-5) (SIPE); eq. 2 as printed lacks the sigmoid and the "
     "minus sign, so it is the multi-label soft-margin loss.",
     "- **HFF.** Step 1 concatenates a 3x3 stride-2 conv of stage 1 with a 1x1 projection of stage 2 "
     "(stage-2 grid); step 2 concatenates a 3x3 stride-2 conv of that with 1x1 projections of stage 3 and "
     "of stage 4 (bilinearly up-sampled) at the stage-3 grid; widths 128/128/256/256 (768-d like SIPE) on "
     "VOC, 32/32/64/64 here; each of the three parts L2-normalised; inputs detached (SIPE's side branch).",
-    "- **Seeds (eq. 4).** At T_out's grid from M = [1 - max_c M_c, label-gated M] (eq. 3) and |cos| of "
-    "the (detached) T_out tokens; SIPE's soft IoU and background x0.5 kept; absent classes are excluded "
-    "before the argmax; seeds are nearest-up-sampled to F_hie's grid.",
+    "- **Seeds (eq. 4).** At T_out's grid from M = [1 - max_c M_c, label-gated M] (eq. 3, the max over all "
+    "classes before the label gate, as SIPE) and |cos| of the (detached) T_out tokens; SIPE's soft IoU and "
+    "background x0.5 kept; absent classes are excluded before the argmax; crop padding (SIPE's "
+    "`valid_mask`) gets no seed; seeds are nearest-up-sampled to F_hie's grid.",
     "- **Prototypes and R-CAM.** Seed-weighted means of F_hie (C+1, background included); R-CAM = "
     "ReLU(cos) max-normalised per channel (SIPE's IS-CAM).",
     "- **GSC (eq. 5).** Mean absolute difference over batch, C+1 channels and pixels (SIPE), M bilinearly "
-    "up-sampled to F_hie's grid, gradients to both sides. The rows marked \"CAM detached in GSC\" "
+    "up-sampled to F_hie's grid (align_corners=True, as SIPE) and zeroed on crop padding, gradients to "
+    "both sides. The rows marked \"CAM detached in GSC\" "
     "(`gsc_detach_cam=True`, a deviation) stop its gradient into the CAM, so only the R-CAM follows the CAM.",
     "- **CCL (eq. 6).** `printed`: per-class cosine of CAM_k and R-CAM_k over pixels, the printed formula "
     "averaged over background + present classes; it is minimal at cos = 9/13, so it pulls the two maps "

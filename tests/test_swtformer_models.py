@@ -45,6 +45,7 @@ def test_conv_stem_keeps_the_stage_grids_and_strides_only_its_first_log2_patch_c
 @pytest.mark.parametrize(("stem", "changed"), [(None, 1), ((4, 4), 9)])
 def test_conv_stem_widens_the_receptive_field_of_a_patch_token(stem, changed):
     """A pixel moves one token under the linear 2x2 patches, its 3x3 neighbourhood under two 3x3 convs."""
+    torch.manual_seed(0)  # a random init can zero a path through the ReLUs
     embed = SwinFeatures(overrides=TINY_SWIN, stem_channels=stem).model.patch_embed.eval()
     x = torch.randn(1, 3, 16, 16)
     y = x.clone()
@@ -67,7 +68,8 @@ def test_cam_head_scores_are_the_mean_of_the_conv_maps_and_cams_are_max_normalis
     raw = head.conv(tokens)
     assert torch.allclose(scores, raw.mean((2, 3)))
     peak = raw.clamp_min(0).amax((2, 3), keepdim=True)
-    assert torch.allclose(cams, raw.clamp_min(0) / peak, atol=1e-6)
+    assert torch.allclose(cams, raw.clamp_min(0) / (peak + 1e-5), atol=1e-7)  # SIPE's additive eps
+    assert torch.equal(PatchTokenCAMHead.normalize(-torch.ones(1, 1, 2, 2)), torch.zeros(1, 1, 2, 2))
 
 
 def test_hff_fuses_four_stages_at_the_stage3_grid_with_unit_norm_parts():
@@ -88,18 +90,25 @@ def test_hff_rejects_stage_grids_that_do_not_halve():
         hff(feats)
 
 
-def test_background_map_is_one_minus_the_max_of_present_classes():
-    cams = torch.tensor([[[[0.2, 0.9]], [[0.7, 0.1]], [[1.0, 1.0]]]])
+def test_background_map_is_one_minus_the_max_of_all_classes_before_gating():
+    cams = torch.tensor([[[[0.2, 0.9]], [[0.7, 0.1]], [[0.8, 0.0]]]])
     labels = torch.tensor([[1.0, 1.0, 0.0]])
-    out = with_background(cams, labels)
-    assert torch.allclose(out[0, 0], torch.tensor([[0.3, 0.1]]))
+    out = with_background(cams, labels)  # eq. 3 / SIPE: the absent class 3 still shapes M_B
+    assert torch.allclose(out[0, 0], torch.tensor([[0.2, 0.1]]))
     assert torch.equal(out[0, 3], torch.zeros(1, 2)) and torch.equal(out[0, 1:3], cams[0, :2])
+    present = with_background(cams, labels, over="present")  # the switch: present classes only
+    assert torch.allclose(present[0, 0], torch.tensor([[0.3, 0.1]]))
+    assert torch.equal(present[0, 1:], out[0, 1:])
+    with pytest.raises(ValueError, match="over must be"):
+        with_background(cams, labels, over="some")  # type: ignore[arg-type]
 
 
-def test_structural_similarity_is_the_absolute_cosine():
+def test_structural_similarity_is_the_absolute_cosine_or_sipes_relu():
     tokens = torch.tensor([[3.0, 0.0, 1.0], [0.0, 2.0, -1.0]])[None, :, None, :]
     expected = torch.tensor([[1.0, 0.0, 0.5 ** 0.5], [0.0, 1.0, 0.5 ** 0.5], [0.5 ** 0.5, 0.5 ** 0.5, 1.0]])
     assert torch.allclose(structural_similarity(tokens)[0], expected, atol=1e-6)
+    expected[1, 2] = expected[2, 1] = 0.0  # cos(token 1, token 2) = -1/sqrt(2)
+    assert torch.allclose(structural_similarity(tokens, "relu")[0], expected, atol=1e-6)
 
 
 def test_seed_locating_gives_each_token_the_class_of_greatest_structural_overlap():

@@ -1,4 +1,39 @@
-"""SWTformer V1/V2 (Ahmadi & Kasaei): Swin patch-token CAMs, feature fusion, background-aware prototypes."""
+"""SWTformer V1/V2 (Ahmadi & Kasaei): Swin patch-token CAMs, feature fusion, background-aware prototypes.
+
+SWTformer has no public code; its V2 branch is SIPE's (chenqi1126/SIPE@e0c6a3b). Where the paper is silent
+wsss follows SIPE, and ``tests/test_parity_sipe.py`` checks it against SIPE's own outputs
+(``tests/data/parity/sipe.pt``): eq. 3's background (the max over all classes, then the label gate), CAM and
+IS-CAM normalisation (+1e-5), soft-IoU seeds, prototypes, R-CAM, GSC's value and its gradients into the CAM
+and F_hie (all / absent / faint classes) and SIPE's ``valid_mask`` on crop padding all match.
+
+Differences from SIPE's code (multi-scale inference fusion aside):
+
+- Token similarity for the seeds is |cos| (eq. 4); SIPE uses ReLU(cos). ``seed_similarity="relu"`` gives
+  SIPE's seeds.
+- SWTformer's grids: T_out (seeds, M) is at stride 32 and F_hie at stride 16, whereas SIPE's CAM, x4 and
+  F_hie all share stride 16. The seeds are nearest-up-sampled to F_hie (SIPE's ``get_prototype`` resize);
+  M is bilinearly up-sampled with align_corners=True (SIPE's resize of M to side3's grid) for GSC and CCL.
+- F_hie comes from the paper's HFF module (``wsss.models.hff``), not SIPE's L2-normalised side convolutions.
+- Prototypes are seed-weighted means (divided by the seed count); SIPE divides by all h*w positions. Same
+  direction, so R-CAM is unchanged.
+- Absent classes are excluded before the seed argmax; SIPE zeroes their seeds after it. Identical whenever
+  M is label-gated, which it always is here. SIPE's inference path (``CAM.forward``) instead seeds on an
+  ungated M (pixels won by an absent class get no seed) with F_hie as the similarity feature; wsss uses the
+  training path at inference too.
+- Crop padding: SIPE's loader marks the padded crop area (``valid_mask``); wsss's batches do not, so it is
+  taken as the pixels that are exactly 0 (the normalised-mean fill) in every channel. A real pixel that
+  equals the mean in every channel would be masked too. ``mask_crop_padding=False`` turns the mask off.
+- Small eps: the token L2 norm is clamped at 1e-12 (SIPE adds 1e-5) and the soft-IoU union at 1e-5 (SIPE:
+  none); the seeds on the fixture are identical.
+- Switches that are not SIPE's, off by default: ``background_over="present"`` (M_B from the present classes
+  only, wsss's earlier rule: on the fixture's absent-class case it changes GSC from 0.0373 to 0.0497 and
+  sends no gradient to absent classes) and ``gsc_detach_cam`` (GSC with the CAM side detached; SIPE's GSC
+  sends gradients into both the CAM and, through the prototypes, F_hie).
+- CCL (eq. 6) has no official code: ``ccl_reading="printed"`` is the formula with a per-class cosine (equal
+  to the fixture's dump); ``"contrastive"`` is an interpretation; the other literal reading, one cosine per
+  image over all channels, is not offered.
+- Not SIPE's training set-up: the backbone is not partially frozen, no gradient clipping, AdamW (the paper's).
+"""
 
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -11,6 +46,8 @@ from wsss.losses.swtformer import CCLReading, ccl_loss, classification_loss, gsc
 from wsss.methods.base import WSSSMethod
 from wsss.models.hff import HierarchicalFeatureFusion
 from wsss.models.prototypes import (
+    BackgroundOver,
+    Similarity,
     class_prototypes,
     locate_seeds,
     prototype_cams,
@@ -19,6 +56,11 @@ from wsss.models.prototypes import (
 )
 from wsss.models.swin_cam import PatchTokenCAMHead, SwinFeatures
 from wsss.pseudo.background import cams_with_bg_to_mask
+
+
+def image_region(images: Tensor) -> Tensor:
+    """(B, 1, H, W) float: 0 on crop padding, the pixels that are 0 (the normalised mean) in every channel."""
+    return images.ne(0).any(1, keepdim=True).to(images.dtype)
 
 
 class SWTformer(WSSSMethod):
@@ -30,13 +72,14 @@ class SWTformer(WSSSMethod):
 
     **V2** (Sec. 3-4, 3-5), SIPE's structure on Swin:
 
-    - M = [1 - max_c M_c, M] on the label-gated CAMs at T_out's grid (eq. 3);
+    - M = [1 - max_c M_c, label-gated M] at T_out's grid (eq. 3; the max over all classes, as SIPE);
     - seeds R from structure-aware seed locating with |cos| token similarity of T_out (eq. 4), SIPE's
       background x0.5, argmax over the background and the present classes;
     - F_hie from the HFF module (``wsss.models.hff``: at stage 3's grid, i.e. twice T_out's resolution); the
       seeds are up-sampled to it by nearest neighbour; prototypes are the seed-weighted means of F_hie;
       R-CAM = max-normalised ReLU(cos(F_hie, P_k)) including a background prototype;
-    - L = L_CLS + L_GSC + L_CCL (eq. 7), GSC and CCL between the bilinearly up-sampled M and R-CAM;
+    - L = L_CLS + L_GSC + L_CCL (eq. 7), GSC and CCL between R-CAM and M bilinearly up-sampled
+      (align_corners=True) and zeroed on crop padding, as SIPE;
       ``ccl_reading`` switches eq. 6 between the literal formula and a class-wise contrastive reading.
     - Seeds (validation, predict) are R-CAMs; the mask is the argmax including the R-CAM background channel
       with no threshold (SIPE's convention). Multi-scale: R-CAMs (background included) summed over scales
@@ -50,8 +93,10 @@ class SWTformer(WSSSMethod):
     ``SwinFeatures``).
 
     ``gsc_detach_cam`` (default False: the paper's and SIPE's two-sided eq. 5) detaches the CAM side of
-    GSC, so only the R-CAM branch follows the CAM. A deviation, off in every recipe: on the synthetic data
-    the two-sided loss drags the CAM towards the early, poor R-CAM (``docs/results/swtformer_pretrained.md``).
+    GSC, so only the R-CAM branch follows the CAM. A deviation, off in every recipe: on the synthetic data,
+    before the eq. 3 fix, the two-sided loss dragged the CAM towards the early, poor R-CAM
+    (``docs/results/swtformer_pretrained.md``). ``background_over`` and ``seed_similarity`` are the other
+    switches (see the module's Differences).
 
     ``stem_channels`` (default None: the paper's linear patch embedding) swaps the patch projection for a
     small conv stem (``ConvStemPatchEmbed``), a stand-in for ImageNet weights in from-scratch CPU runs.
@@ -67,6 +112,9 @@ class SWTformer(WSSSMethod):
         cam_kernel_size: int = 3,
         hff_dims: Sequence[int] = (128, 128, 256, 256),
         bg_seed_scale: float = 0.5,
+        background_over: BackgroundOver = "all",
+        seed_similarity: Similarity = "abs",
+        mask_crop_padding: bool = True,
         gsc_weight: float = 1.0,
         gsc_detach_cam: bool = False,
         ccl_weight: float = 1.0,
@@ -84,6 +132,10 @@ class SWTformer(WSSSMethod):
             raise ValueError(f"SWTformer: version must be 'v1' or 'v2', got {version!r}")
         if ccl_reading not in ("printed", "contrastive"):
             raise ValueError(f"SWTformer: ccl_reading must be 'printed' or 'contrastive': {ccl_reading!r}")
+        if background_over not in ("all", "present"):
+            raise ValueError(f"SWTformer: background_over must be 'all' or 'present': {background_over!r}")
+        if seed_similarity not in ("abs", "relu"):
+            raise ValueError(f"SWTformer: seed_similarity must be 'abs' or 'relu': {seed_similarity!r}")
         self.version = version
         self.backbone = SwinFeatures(backbone, weights, in_channels, backbone_overrides, stem_channels)
         self.head = PatchTokenCAMHead(self.backbone.channels[-1], num_classes, cam_kernel_size)
@@ -95,14 +147,22 @@ class SWTformer(WSSSMethod):
         logits, cams = self.head(features[-1])
         return logits, cams, features
 
-    def refine(self, cams: Tensor, features: list[Tensor], cls_labels: Tensor) -> tuple[Tensor, Tensor]:
-        """V2: M with background (B, K+1, P, P) and R-CAM (B, K+1, h3, w3) at F_hie's grid."""
+    def refine(
+        self, cams: Tensor, features: list[Tensor], cls_labels: Tensor, inside: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """V2: M with background (B, K+1, P, P) and R-CAM (B, K+1, h3, w3) at F_hie's grid.
+
+        ``inside`` (B, 1, H, W), 1 inside the image and 0 on crop padding, is SIPE's ``valid_mask``: the seeds
+        are located on M zeroed outside and padded tokens get no seed. M itself is returned unmasked.
+        """
         if self.hff is None:
             raise ValueError("SWTformer.refine: only version 'v2' has the HFF / prototype branch")
         valid = valid_channels(cls_labels)
-        cams_bg = with_background(cams, cls_labels)
+        cams_bg = with_background(cams, cls_labels, self.hparams.background_over)
         with torch.no_grad():
-            seeds = locate_seeds(cams_bg, features[-1], valid, self.hparams.bg_seed_scale)
+            keep = 1.0 if inside is None else F.interpolate(inside, size=cams.shape[-2:], mode="nearest")
+            seeds = keep * locate_seeds(cams_bg * keep, features[-1], valid, self.hparams.bg_seed_scale,
+                                        self.hparams.seed_similarity)
         fused = self.hff([f.detach() for f in features])
         seeds = F.interpolate(seeds, size=fused.shape[-2:], mode="nearest")
         return cams_bg, prototype_cams(fused, class_prototypes(fused, seeds))
@@ -137,8 +197,11 @@ class SWTformer(WSSSMethod):
         cls = classification_loss(logits, labels)
         if self.version == "v1":
             return {"loss": cls, "cls": cls}
-        cams_bg, rcams = self.refine(cams, features, labels)
-        cams_bg = F.interpolate(cams_bg, size=rcams.shape[-2:], mode="bilinear", align_corners=False)
+        inside = image_region(batch["image"]) if self.hparams.mask_crop_padding else None
+        cams_bg, rcams = self.refine(cams, features, labels, inside)
+        cams_bg = F.interpolate(cams_bg, size=rcams.shape[-2:], mode="bilinear", align_corners=True)
+        if inside is not None:
+            cams_bg = cams_bg * F.interpolate(inside, size=rcams.shape[-2:], mode="nearest")
         gsc = gsc_loss(cams_bg.detach() if self.hparams.gsc_detach_cam else cams_bg, rcams)
         ccl = ccl_loss(cams_bg, rcams, valid_channels(labels), self.hparams.ccl_reading)
         total = total_loss(cls, gsc, ccl, self.hparams.gsc_weight, self.hparams.ccl_weight)
@@ -149,7 +212,7 @@ class SWTformer(WSSSMethod):
         if self.version == "v1":
             return super().score_maps(cams, cls_labels)
         labels = torch.ones_like(cams[:, :, 0, 0]) if cls_labels is None else cls_labels
-        return with_background(cams, labels)
+        return with_background(cams, labels, self.hparams.background_over)
 
     def multiscale_scores(self, images: Tensor, cls_labels: Tensor) -> Tensor:
         """V2: R-CAMs with background (B, K+1, H, W) summed over scales and flips, max-normalised (SIPE)."""

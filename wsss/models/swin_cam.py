@@ -10,7 +10,6 @@ from timm.layers import PatchEmbed
 from torch import Tensor, nn
 
 from wsss.models.backbones import create_timm_model
-from wsss.pseudo.background import normalize_cams
 
 
 class ConvStemPatchEmbed(PatchEmbed):
@@ -84,7 +83,8 @@ class PatchTokenCAMHead(nn.Module):
     """Eqs. 1–2: F_out = Conv2D(T_out); scores = GAP(F_out); CAM C_out = Norm(ReLU(F_out)).
 
     The paper gives no kernel size; the default 3x3 (padding 1) follows MCTformer-V2's patch-token CAM head,
-    which SWTformer cites as its inspiration. Norm is per-class max normalisation (SIPE's ``norm_cam``).
+    which SWTformer cites as its inspiration. Norm is per-class max normalisation as SIPE's ``norm_cam``:
+    ReLU(F_out) / (spatial max + 1e-5), so a map's peak is just below 1 and all-zero maps stay zero.
     """
 
     def __init__(self, in_channels: int, num_classes: int, kernel_size: int = 3) -> None:
@@ -96,4 +96,10 @@ class PatchTokenCAMHead(nn.Module):
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Class scores (B, C) and normalised CAMs (B, C, P, P) from the token map T_out (B, D, P, P)."""
         maps = self.conv(tokens)
-        return maps.mean((2, 3)), normalize_cams(maps, "max")
+        return maps.mean((2, 3)), self.normalize(maps)
+
+    @staticmethod
+    def normalize(maps: Tensor, eps: float = 1e-5) -> Tensor:
+        """Eq. 1's Norm(ReLU(F_out)) with SIPE's additive eps: ReLU(maps) / (spatial max + ``eps``)."""
+        maps = maps.clamp_min(0)
+        return maps / (maps.amax((-2, -1), keepdim=True) + eps)
