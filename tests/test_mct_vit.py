@@ -57,9 +57,10 @@ def test_one_class_token_matches_timm_forward_without_final_norm(checkpoint):
     assert torch.allclose(out.patch_tokens.flatten(2).transpose(1, 2), expected[:, 1:], atol=1e-5)
 
 
-def test_other_sizes_resample_the_patch_position_embedding(checkpoint):
+def test_timm_pos_interp_resamples_the_patch_position_embedding_as_timm(checkpoint):
     vit, path = checkpoint
-    model = MultiClassTokenViT("vit_tiny_patch16_224", num_classes=1, weights=path, img_size=32, **TINY)
+    model = MultiClassTokenViT("vit_tiny_patch16_224", num_classes=1, weights=path, img_size=32,
+                               pos_interp="timm", **TINY)
     model.eval()
     reference = tiny_timm_vit(dynamic_img_size=True).eval()
     reference.load_state_dict(vit.state_dict())

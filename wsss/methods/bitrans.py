@@ -43,7 +43,13 @@ from torch import Tensor
 
 from wsss.losses.bitrans import Reduction, pac_loss, scc_loss
 from wsss.methods.mctformer import MCTformer
-from wsss.models.mct_vit import attention_entropy, class_patch_attention, patch_patch_attention
+from wsss.models.mct_vit import (
+    PosInterp,
+    attention_entropy,
+    class_patch_attention,
+    crop_to_patches,
+    patch_patch_attention,
+)
 from wsss.models.views import ViewName, apply_view, check_view
 
 
@@ -69,6 +75,9 @@ class BiTrans(MCTformer):
         bg_threshold: float = 0.3,
         cam_scales: Sequence[float] = (1.0,),
         cam_flip: bool = True,
+        pos_interp: PosInterp = "official",
+        official_checkpoint: str | None = None,
+        weight_decay_exempt: bool = True,
         **optim,
     ) -> None:
         check_view(view)
@@ -79,7 +88,8 @@ class BiTrans(MCTformer):
                 f"BiTrans: consistency_reduction must be 'sum' or 'mean', got {consistency_reduction!r}")
         super().__init__(
             backbone, weights, "v2", img_size, drop_path_rate, backbone_kwargs, cam_layers, affinity_layers,
-            affinity_refine, num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim,
+            affinity_refine, num_classes, in_channels, bg_threshold, cam_scales, cam_flip, pos_interp,
+            official_checkpoint, weight_decay_exempt, **optim,
         )
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
@@ -90,7 +100,7 @@ class BiTrans(MCTformer):
         """
         hp, k = self.hparams, self.num_classes
         labels = batch["cls_labels"]
-        images = batch["image"]
+        images = crop_to_patches(batch["image"], self.net.patch_size)  # the view then permutes whole patches
         branches = [self.forward_heads(images), self.forward_heads(apply_view(images, hp.view))]
         (first, _, _), (second, _, _) = branches
         cls = 0.5 * sum(F.multilabel_soft_margin_loss(logits, labels) for _, logits, _ in branches)

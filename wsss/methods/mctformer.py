@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsss.methods.base import WSSSMethod
-from wsss.models.mct_vit import MCTOutput, MultiClassTokenViT, class_maps, patch_patch_attention
+from wsss.models.mct_official import load_official_checkpoint
+from wsss.models.mct_vit import MCTOutput, MultiClassTokenViT, PosInterp, class_maps, patch_patch_attention
 from wsss.pseudo.background import normalize_cams
 
 
@@ -47,19 +48,29 @@ class MCTformer(WSSSMethod):
         bg_threshold: float = 0.3,
         cam_scales: Sequence[float] = (1.0,),
         cam_flip: bool = True,
+        pos_interp: PosInterp = "official",
+        official_checkpoint: str | None = None,
+        weight_decay_exempt: bool = True,
         **optim,
     ) -> None:
-        super().__init__(num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim)
+        super().__init__(num_classes, in_channels, bg_threshold, cam_scales, cam_flip,
+                         weight_decay_exempt=weight_decay_exempt, **optim)
         if version not in ("v1", "v2"):
             raise ValueError(f"MCTformer: version must be 'v1' or 'v2', got {version!r}")
+        if weights is not None and official_checkpoint is not None:
+            raise ValueError("MCTformer: pass weights (an ImageNet DeiT) or official_checkpoint (a trained "
+                             "official MCTformer), not both")
         self.net = MultiClassTokenViT(
-            backbone, num_classes, in_channels, weights, img_size, drop_path_rate, **(backbone_kwargs or {})
+            backbone, num_classes, in_channels, weights, img_size, drop_path_rate, pos_interp,
+            **(backbone_kwargs or {}),
         )
         for name, layers in (("cam_layers", cam_layers), ("affinity_layers", affinity_layers)):
             if layers is not None and not 1 <= layers <= self.net.depth:
                 raise ValueError(f"MCTformer: {name} must be in 1..{self.net.depth} (the depth): {layers}")
         patch_head = nn.Conv2d(self.net.embed_dim, num_classes, 3, padding=1)
         self.patch_head = patch_head if version == "v2" else None
+        if official_checkpoint is not None:
+            load_official_checkpoint(self, official_checkpoint)
 
     def forward_heads(self, images: Tensor) -> tuple[MCTOutput, Tensor, Tensor | None]:
         """Backbone output, class-token logits (B, K) and the Patch-CAM (B, K, h, w) for V2 (None for V1)."""
