@@ -34,6 +34,15 @@ Interpretations (the paper is silent or ambiguous; methods.md §3e):
   class-token mAP and ``train/class_attention_entropy`` (1 = uniform; ``docs/results/bitrans_pretrained.md``).
 - "Rotation" (Table 2) is a quarter turn, the only rotation that permutes the patch grid exactly
   (:mod:`wsss.models.views`).
+- In training the image is first cropped to whole patches and the second view is made from that crop, so
+  f permutes the tokens exactly (the flip of a full 375×500 image would shift the patch grid by 4 pixels).
+  At inference the flipped view is MCTformer's: the flip of the full image, then cropped.
+
+Where the paper is silent the defaults are MCTformer's official code (see :mod:`wsss.methods.mctformer`,
+whose list of differences applies here too): ``pos_interp="official"`` ("+0.1" position interpolation;
+``"timm"`` is the switch), ``weight_decay_exempt=True`` (DeiT's optimiser exempts biases, norm weights, class
+tokens and position tables; the paper only says AdamW; ``False`` decays everything), inputs of any size
+cropped to whole patches, and ``official_checkpoint`` to start from a trained official MCTformer-V2.
 """
 
 from collections.abc import Sequence
