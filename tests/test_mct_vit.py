@@ -130,3 +130,18 @@ def test_models_without_a_single_cls_token_are_refused():
         MultiClassTokenViT("vit_tiny_patch16_224", num_classes=2, img_size=32, reg_tokens=2, **TINY)
     with pytest.raises(ValueError, match="exactly one \\[CLS\\] token"):
         MultiClassTokenViT("vit_tiny_patch16_224", num_classes=2, img_size=32, class_token=False, **TINY)
+
+
+def test_inputs_not_a_multiple_of_the_patch_are_cropped_to_whole_patches():
+    model = MultiClassTokenViT("vit_tiny_patch16_224", num_classes=2, img_size=32, **TINY).eval()
+    x = torch.randn(1, 3, 37, 45)
+    out, cropped = model(x), model(x[..., :32, :40])
+    assert out.grid == (4, 5)
+    assert torch.equal(out.patch_tokens, cropped.patch_tokens)
+    with pytest.raises(ValueError, match="smaller than one 8×8 patch"):
+        model(torch.randn(1, 3, 7, 40))
+
+
+def test_pos_interp_must_be_known():
+    with pytest.raises(ValueError, match=r"pos_interp must be one of \('official', 'timm'\)"):
+        MultiClassTokenViT("vit_tiny_patch16_224", num_classes=2, img_size=32, pos_interp="bilinear", **TINY)
