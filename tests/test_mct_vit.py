@@ -57,9 +57,10 @@ def test_one_class_token_matches_timm_forward_without_final_norm(checkpoint):
     assert torch.allclose(out.patch_tokens.flatten(2).transpose(1, 2), expected[:, 1:], atol=1e-5)
 
 
-def test_other_sizes_resample_the_patch_position_embedding(checkpoint):
+def test_timm_pos_interp_resamples_the_patch_position_embedding_as_timm(checkpoint):
     vit, path = checkpoint
-    model = MultiClassTokenViT("vit_tiny_patch16_224", num_classes=1, weights=path, img_size=32, **TINY)
+    model = MultiClassTokenViT("vit_tiny_patch16_224", num_classes=1, weights=path, img_size=32,
+                               pos_interp="timm", **TINY)
     model.eval()
     reference = tiny_timm_vit(dynamic_img_size=True).eval()
     reference.load_state_dict(vit.state_dict())
@@ -129,3 +130,18 @@ def test_models_without_a_single_cls_token_are_refused():
         MultiClassTokenViT("vit_tiny_patch16_224", num_classes=2, img_size=32, reg_tokens=2, **TINY)
     with pytest.raises(ValueError, match="exactly one \\[CLS\\] token"):
         MultiClassTokenViT("vit_tiny_patch16_224", num_classes=2, img_size=32, class_token=False, **TINY)
+
+
+def test_inputs_not_a_multiple_of_the_patch_are_cropped_to_whole_patches():
+    model = MultiClassTokenViT("vit_tiny_patch16_224", num_classes=2, img_size=32, **TINY).eval()
+    x = torch.randn(1, 3, 37, 45)
+    out, cropped = model(x), model(x[..., :32, :40])
+    assert out.grid == (4, 5)
+    assert torch.equal(out.patch_tokens, cropped.patch_tokens)
+    with pytest.raises(ValueError, match="smaller than one 8×8 patch"):
+        model(torch.randn(1, 3, 7, 40))
+
+
+def test_pos_interp_must_be_known():
+    with pytest.raises(ValueError, match=r"pos_interp must be one of \('official', 'timm'\)"):
+        MultiClassTokenViT("vit_tiny_patch16_224", num_classes=2, img_size=32, pos_interp="bilinear", **TINY)

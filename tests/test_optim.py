@@ -1,11 +1,16 @@
-"""Learning-rate schedules and optimiser groups."""
+"""Learning-rate schedules, optimiser groups and weight-decay exemptions."""
 
+import inspect
 import math
 
 import pytest
 import torch
+from torch import nn
 
-from wsss.methods.optim import build_optimizer, lr_factor
+from wsss.methods.base import BaseTask
+from wsss.methods.bitrans import BiTrans
+from wsss.methods.mctformer import MCTformer
+from wsss.methods.optim import build_optimizer, exempt_from_weight_decay, lr_factor, no_weight_decay_names
 
 
 def test_linear_warmup_then_cosine():
@@ -34,3 +39,43 @@ def test_groups_scale_the_learning_rate():
     assert adamw.param_groups[0]["betas"] == (0.9, 0.95)
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_optimizer([{"params": a.parameters()}], "lamb", 1e-3, 0.0, 0.9, (0.9, 0.95))
+
+
+class TokenNet(nn.Module):
+    """A module with a token listed in timm's ``no_weight_decay()`` convention, a norm and a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 2, 4))
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"token"}
+
+
+def test_weight_decay_exemption_splits_every_group_and_keeps_its_lr_scale():
+    outer = nn.Module()
+    outer.net = TokenNet()  # nested: the no_weight_decay() names get the submodule's prefix
+    assert no_weight_decay_names(outer) == {"net.token"}
+    net = outer.net
+    groups = [{"params": [net.token, *net.body.parameters()]},
+              {"params": net.head.parameters(), "lr_scale": 10.0}]
+    split = exempt_from_weight_decay(outer, groups)
+    optimizer = build_optimizer(split, "adamw", 1e-3, 0.05, 0.9, (0.9, 0.999))
+    names = {id(p): n for n, p in outer.named_parameters()}
+    got = [(g["lr"], g["weight_decay"], {names[id(p)] for p in g["params"]}) for g in optimizer.param_groups]
+    assert got == [
+        (1e-3, 0.05, {"net.body.0.weight"}),
+        (1e-3, 0.0, {"net.token", "net.body.0.bias", "net.body.1.weight", "net.body.1.bias"}),
+        (pytest.approx(1e-2), 0.05, {"net.head.weight"}),
+        (pytest.approx(1e-2), 0.0, {"net.head.bias"}),
+    ]
+
+
+def test_exemption_is_off_by_default_and_on_for_the_deit_based_methods():
+    # on where the official optimiser exempts (MCTformer's DeiT main.py, hence Bi-Trans); IRN / SIPE / CRT /
+    # SASFormer / sparse-ViT decay every parameter, and those methods keep BaseTask's default
+    assert inspect.signature(BaseTask).parameters["weight_decay_exempt"].default is False
+    for method in (MCTformer, BiTrans):
+        assert inspect.signature(method).parameters["weight_decay_exempt"].default is True

@@ -10,14 +10,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.eval import MultilabelMAP, SegmentationIoU
-from wsss.methods.optim import OptimizerName, SchedulerName, build_optimizer, lr_factor
+from wsss.methods.optim import (
+    OptimizerName,
+    SchedulerName,
+    build_optimizer,
+    exempt_from_weight_decay,
+    lr_factor,
+)
 from wsss.pseudo.background import cams_to_mask, scores_with_background
 
 
 class BaseTask(L.LightningModule):
     """Optimiser (SGD / AdamW) and per-step schedule (warm-up + cosine / poly / constant), plain arguments.
 
-    Subclasses implement ``training_losses(batch)``; every term is logged as ``train/<name>``.
+    ``weight_decay_exempt`` gives biases, norm weights and the modules' ``no_weight_decay()`` parameters (e.g.
+    class tokens, position tables) no weight decay, as timm's / DeiT's optimiser factory does; off, every
+    parameter is decayed (the IRN / SIPE / CRT / SASFormer / sparse-ViT optimisers). Subclasses implement
+    ``training_losses(batch)``; every term is logged as ``train/<name>``.
     """
 
     def __init__(
@@ -30,6 +39,7 @@ class BaseTask(L.LightningModule):
         scheduler: SchedulerName = "poly",
         warmup_epochs: float = 0.0,
         poly_power: float = 0.9,
+        weight_decay_exempt: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -52,9 +62,10 @@ class BaseTask(L.LightningModule):
     def configure_optimizers(self) -> dict:
         """Build the optimiser and a per-step LambdaLR schedule over the whole run."""
         hp = self.hparams
-        optimizer = build_optimizer(
-            self.param_groups(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.betas
-        )
+        groups = self.param_groups()
+        if hp.weight_decay_exempt:
+            groups = exempt_from_weight_decay(self, groups)
+        optimizer = build_optimizer(groups, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.betas)
         total = int(self.trainer.estimated_stepping_batches)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         warmup = round(hp.warmup_epochs * total / epochs)

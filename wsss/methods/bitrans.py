@@ -34,6 +34,15 @@ Interpretations (the paper is silent or ambiguous; methods.md §3e):
   class-token mAP and ``train/class_attention_entropy`` (1 = uniform; ``docs/results/bitrans_pretrained.md``).
 - "Rotation" (Table 2) is a quarter turn, the only rotation that permutes the patch grid exactly
   (:mod:`wsss.models.views`).
+- In training the image is first cropped to whole patches and the second view is made from that crop, so
+  f permutes the tokens exactly (the flip of a full 375×500 image would shift the patch grid by 4 pixels).
+  At inference the flipped view is MCTformer's: the flip of the full image, then cropped.
+
+Where the paper is silent the defaults are MCTformer's official code (see :mod:`wsss.methods.mctformer`,
+whose list of differences applies here too): ``pos_interp="official"`` ("+0.1" position interpolation;
+``"timm"`` is the switch), ``weight_decay_exempt=True`` (DeiT's optimiser exempts biases, norm weights, class
+tokens and position tables; the paper only says AdamW; ``False`` decays everything), inputs of any size
+cropped to whole patches, and ``official_checkpoint`` to start from a trained official MCTformer-V2.
 """
 
 from collections.abc import Sequence
@@ -43,7 +52,13 @@ from torch import Tensor
 
 from wsss.losses.bitrans import Reduction, pac_loss, scc_loss
 from wsss.methods.mctformer import MCTformer
-from wsss.models.mct_vit import attention_entropy, class_patch_attention, patch_patch_attention
+from wsss.models.mct_vit import (
+    PosInterp,
+    attention_entropy,
+    class_patch_attention,
+    crop_to_patches,
+    patch_patch_attention,
+)
 from wsss.models.views import ViewName, apply_view, check_view
 
 
@@ -69,6 +84,9 @@ class BiTrans(MCTformer):
         bg_threshold: float = 0.3,
         cam_scales: Sequence[float] = (1.0,),
         cam_flip: bool = True,
+        pos_interp: PosInterp = "official",
+        official_checkpoint: str | None = None,
+        weight_decay_exempt: bool = True,
         **optim,
     ) -> None:
         check_view(view)
@@ -79,7 +97,8 @@ class BiTrans(MCTformer):
                 f"BiTrans: consistency_reduction must be 'sum' or 'mean', got {consistency_reduction!r}")
         super().__init__(
             backbone, weights, "v2", img_size, drop_path_rate, backbone_kwargs, cam_layers, affinity_layers,
-            affinity_refine, num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim,
+            affinity_refine, num_classes, in_channels, bg_threshold, cam_scales, cam_flip, pos_interp,
+            official_checkpoint, weight_decay_exempt, **optim,
         )
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
@@ -90,7 +109,7 @@ class BiTrans(MCTformer):
         """
         hp, k = self.hparams, self.num_classes
         labels = batch["cls_labels"]
-        images = batch["image"]
+        images = crop_to_patches(batch["image"], self.net.patch_size)  # the view then permutes whole patches
         branches = [self.forward_heads(images), self.forward_heads(apply_view(images, hp.view))]
         (first, _, _), (second, _, _) = branches
         cls = 0.5 * sum(F.multilabel_soft_margin_loss(logits, labels) for _, logits, _ in branches)

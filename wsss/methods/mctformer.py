@@ -2,19 +2,39 @@
 
 Follows the official code at ``xulianuwa/MCTformer@9606597`` (methods.md §3):
 
-- V1 logits are the mean over the embedding of each final class token; the loss is the multi-label
-  soft-margin loss (MLSM). V2 adds the Patch-CAM head (3×3 conv on the patch tokens, GAP, MLSM) and the
-  two losses are summed unweighted.
+- V1 logits are the mean over the embedding of each final class token (no final LayerNorm); the loss is
+  the multi-label soft-margin loss (MLSM). V2 adds the Patch-CAM head (3×3 conv on the patch tokens, GAP,
+  MLSM) and the two losses are summed unweighted.
 - CAMs: the class→patch attention, head mean summed over the last ``cam_layers`` (3) blocks; V2 multiplies
   it by ReLU(Patch-CAM) (no square root: that is MCTformer+). ``affinity_refine`` multiplies the maps by the
   patch→patch attention summed over the last ``affinity_layers`` (all) blocks, as ``--patch-attn-refine``.
   ``patch_affinity(images)`` exposes that affinity to the ``AffinityRandomWalk`` refiner of the writer.
+- Any input size: the rows and columns past the last whole 16-pixel patch are dropped, as the official
+  patch convolution drops them (a flipped view is the flip of the full image, then cropped); the maps of
+  the 23×31 grid of a 375×500 image are then upsampled to the full image.
+- ``pos_interp="official"``: the position table follows the input size by MCTformer's "+0.1" bicubic
+  interpolation (:mod:`wsss.models.mct_vit`).
+- ``weight_decay_exempt=True``: biases, LayerNorm weights, the class tokens and the position tables get no
+  weight decay, as DeiT's ``create_optimizer`` (timm's rule) does in the official ``main.py``.
+- ``official_checkpoint``: a trained official V1/V2 ``checkpoint.pth`` loads into this model
+  (:mod:`wsss.models.mct_official`); logits, attention, Patch-CAM, affinity, losses, gradients and the
+  per-view CAMs then match the official code (``tests/test_parity_mctformer.py``).
 
-Differences from the official code: CAMs are min–max normalised per class on the token grid inside
-``cams`` (the official code normalises after upsampling and summing the scales; ``multiscale_cams``
-renormalises the sum by its maximum); validation uses a fixed background threshold ``bg_threshold``
-(the prediction writer also reports MCTformer's threshold sweep); the position embeddings are resampled
-with timm's bicubic ``resample_abs_pos_embed`` rather than the official "+0.1" interpolation.
+Differences from the official code:
+
+- CAM fusion: CAMs are min–max normalised per class on the token grid inside ``cams`` (the official code
+  normalises after upsampling and summing the scales; ``multiscale_cams`` renormalises the sum by its
+  maximum).
+- Validation uses a fixed background threshold ``bg_threshold`` (the prediction writer also reports
+  MCTformer's threshold sweep, tuned on the ground truth).
+- ``pos_interp="timm"`` (a switch, not the default) resamples the position table with timm's antialiased
+  bicubic ``resample_abs_pos_embed`` to the exact grid instead: 0.13–0.14 of the table's scale away from the
+  official table at 320×480 / 375×500, so every view but a square 224×224 one changes.
+- ``weight_decay_exempt=False`` (a switch) decays every parameter.
+- Multi-scale views (``cam_scales`` other than 1; run.sh uses scale 1 only) are bilinear resizes of the
+  normalised image tensor; the official dataset resizes the uint8 photo with PIL bicubic.
+- Training recipe (``recipes/mctformer_v2_voc.yaml``): the cosine schedule decays to 0 (timm's stops at
+  1e-5), and there is no RandAugment / ColorJitter / RandomErasing and no AMP.
 """
 
 from collections.abc import Sequence
@@ -24,7 +44,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsss.methods.base import WSSSMethod
-from wsss.models.mct_vit import MCTOutput, MultiClassTokenViT, class_maps, patch_patch_attention
+from wsss.models.mct_official import load_official_checkpoint
+from wsss.models.mct_vit import MCTOutput, MultiClassTokenViT, PosInterp, class_maps, patch_patch_attention
 from wsss.pseudo.background import normalize_cams
 
 
@@ -47,19 +68,29 @@ class MCTformer(WSSSMethod):
         bg_threshold: float = 0.3,
         cam_scales: Sequence[float] = (1.0,),
         cam_flip: bool = True,
+        pos_interp: PosInterp = "official",
+        official_checkpoint: str | None = None,
+        weight_decay_exempt: bool = True,
         **optim,
     ) -> None:
-        super().__init__(num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim)
+        super().__init__(num_classes, in_channels, bg_threshold, cam_scales, cam_flip,
+                         weight_decay_exempt=weight_decay_exempt, **optim)
         if version not in ("v1", "v2"):
             raise ValueError(f"MCTformer: version must be 'v1' or 'v2', got {version!r}")
+        if weights is not None and official_checkpoint is not None:
+            raise ValueError("MCTformer: pass weights (an ImageNet DeiT) or official_checkpoint (a trained "
+                             "official MCTformer), not both")
         self.net = MultiClassTokenViT(
-            backbone, num_classes, in_channels, weights, img_size, drop_path_rate, **(backbone_kwargs or {})
+            backbone, num_classes, in_channels, weights, img_size, drop_path_rate, pos_interp,
+            **(backbone_kwargs or {}),
         )
         for name, layers in (("cam_layers", cam_layers), ("affinity_layers", affinity_layers)):
             if layers is not None and not 1 <= layers <= self.net.depth:
                 raise ValueError(f"MCTformer: {name} must be in 1..{self.net.depth} (the depth): {layers}")
         patch_head = nn.Conv2d(self.net.embed_dim, num_classes, 3, padding=1)
         self.patch_head = patch_head if version == "v2" else None
+        if official_checkpoint is not None:
+            load_official_checkpoint(self, official_checkpoint)
 
     def forward_heads(self, images: Tensor) -> tuple[MCTOutput, Tensor, Tensor | None]:
         """Backbone output, class-token logits (B, K) and the Patch-CAM (B, K, h, w) for V2 (None for V1)."""

@@ -4,6 +4,8 @@ import math
 from typing import Literal
 
 import torch
+from timm.optim import param_groups_weight_decay
+from torch import nn
 
 OptimizerName = Literal["sgd", "adamw"]
 SchedulerName = Literal["cosine", "poly", "constant"]
@@ -24,6 +26,34 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adamw'")
+
+
+def no_weight_decay_names(module: nn.Module) -> set[str]:
+    """The full names that ``module`` and its submodules list in timm's ``no_weight_decay()`` convention."""
+    names = set()
+    for prefix, sub in module.named_modules():
+        if callable(getattr(sub, "no_weight_decay", None)):
+            names |= {f"{prefix}.{name}" if prefix else name for name in sub.no_weight_decay()}
+    return names
+
+
+def exempt_from_weight_decay(module: nn.Module, param_groups: list[dict]) -> list[dict]:
+    """Split each group of ``module``'s parameters into those decayed and those given weight decay 0.
+
+    The exempt ones are what timm's ``param_groups_weight_decay`` exempts (the rule of DeiT's / timm's
+    ``create_optimizer``): 1-D tensors (norm weights), biases, and the ``no_weight_decay()`` names. Every
+    other key of a group (e.g. ``lr_scale``) is kept on both halves.
+    """
+    timm_groups = param_groups_weight_decay(module, 1.0, no_weight_decay_list=no_weight_decay_names(module))
+    exempt = {id(p) for group in timm_groups if group["weight_decay"] == 0 for p in group["params"]}
+    split = []
+    for group in param_groups:
+        params = list(group["params"])
+        decayed = [p for p in params if id(p) not in exempt]
+        free = [p for p in params if id(p) in exempt]
+        split += [{**group, "params": decayed}] if decayed else []
+        split += [{**group, "params": free, "weight_decay": 0.0}] if free else []
+    return split
 
 
 def lr_factor(

@@ -4,8 +4,13 @@ C class tokens, each with its own position embedding, precede the patch tokens; 
 is captured (with its gradient, so losses may act on it). From a single-[CLS] checkpoint (DeiT) the class
 token and its position-embedding slot are repeated C times, as MCTformer's ``--finetune`` branch does;
 without one, each class token and its position embedding are drawn independently (truncated normal, std
-0.02, as MCTformer's model initialises them). The
-patch position embeddings are resampled (bicubic, timm's ``resample_abs_pos_embed``) to any input size.
+0.02, as MCTformer's model initialises them).
+Inputs of any size work: like the official stride-16 patch convolution, the rows and columns beyond the last
+whole patch are dropped (a 375×500 image is read as its top-left 368×496). The patch position table is
+resampled to the patch grid by ``pos_interp``: ``"official"`` is MCTformer's ``interpolate_pos_encoding``
+(bicubic with scale factors (h + 0.1)/h₀ and (w + 0.1)/w₀, so the samples sit a fraction of a cell off the
+exact resize; the table is used as it is for a square image with the training grid), ``"timm"`` is timm's
+``resample_abs_pos_embed`` (bicubic to the exact size, antialiased).
 The returned tokens skip the final LayerNorm, as MCTformer's ``forward_features`` does.
 
 The functions below read the attention maps the way MCTformer's CAM inference does (methods.md §3d): the
@@ -16,13 +21,17 @@ layers, the V2 fusion with the Patch-CAM (Bi-Trans eq. 8) and the affinity refin
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
 from wsss.models.attention import AttentionCapture, vit_attention_modules
 from wsss.models.backbones import create_timm_model
+
+PosInterp = Literal["official", "timm"]
 
 
 @dataclass
@@ -44,6 +53,7 @@ class MultiClassTokenViT(nn.Module):
 
     ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``, ``embed_dim``, ``num_heads``, ``patch_size``
     for a tiny model). ``weights`` is a local single-[CLS] checkpoint, or None for a random initialisation.
+    ``pos_interp`` chooses how the patch position table follows the input size (module docstring).
     """
 
     def __init__(
@@ -54,11 +64,16 @@ class MultiClassTokenViT(nn.Module):
         weights: str | Path | None = None,
         img_size: int = 224,
         drop_path_rate: float = 0.1,
+        pos_interp: PosInterp = "official",
         **timm_kwargs,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"MultiClassTokenViT: num_classes must be >= 1, got {num_classes}")
+        if pos_interp not in get_args(PosInterp):
+            raise ValueError(
+                f"MultiClassTokenViT: pos_interp must be one of {get_args(PosInterp)}, got {pos_interp!r}")
+        self.pos_interp = pos_interp
         vit = create_timm_model(
             name, weights, num_classes=0, global_pool="", in_chans=in_channels, img_size=img_size,
             drop_path_rate=drop_path_rate, dynamic_img_size=True, **timm_kwargs,
@@ -77,6 +92,7 @@ class MultiClassTokenViT(nn.Module):
             nn.init.trunc_normal_(self.class_pos_embed, std=0.02)
         self.patch_pos_embed = nn.Parameter(vit.pos_embed.detach()[:, 1:].clone())
         self.pos_grid = tuple(vit.patch_embed.grid_size)
+        self.patch_size = tuple(vit.patch_embed.patch_size)
         vit.cls_token = None
         vit.pos_embed = None
         vit.norm = nn.Identity()
@@ -89,11 +105,27 @@ class MultiClassTokenViT(nn.Module):
         """Number of transformer blocks."""
         return len(self.vit.blocks)
 
+    def no_weight_decay(self) -> set[str]:
+        """The token and position parameters exempt from weight decay (timm's convention; DeiT's list)."""
+        return {"class_tokens", "class_pos_embed", "patch_pos_embed"}
+
+    def patch_position_table(self, grid: tuple[int, int], square_image: bool) -> Tensor:
+        """The patch position embeddings (1, h·w, D) for a patch grid (h, w), resampled by ``pos_interp``."""
+        if self.pos_interp == "timm":
+            return resample_abs_pos_embed(self.patch_pos_embed, grid, self.pos_grid, num_prefix_tokens=0)
+        if grid == self.pos_grid and square_image:
+            return self.patch_pos_embed
+        return interpolate_pos_official(self.patch_pos_embed, self.pos_grid, grid)
+
     def forward(self, images: Tensor) -> MCTOutput:
-        """Encode images (B, C_in, H, W) into class tokens, patch tokens and the attention of every block."""
-        patches = self.vit.patch_embed(images)  # (B, h, w, D): timm's dynamic-size patch embedding
+        """Encode images (B, C_in, H, W) into class tokens, patch tokens and the attention of every block.
+
+        Rows and columns past the last whole patch are dropped, as the official patch convolution does.
+        """
+        height, width = images.shape[-2:]
+        patches = self.vit.patch_embed(crop_to_patches(images, self.patch_size))  # (B, h, w, D)
         b, h, w, d = patches.shape
-        pos = resample_abs_pos_embed(self.patch_pos_embed, (h, w), self.pos_grid, num_prefix_tokens=0)
+        pos = self.patch_position_table((h, w), square_image=height == width)
         tokens = torch.cat(
             [(self.class_tokens + self.class_pos_embed).expand(b, -1, -1), patches.flatten(1, 2) + pos], dim=1
         )
@@ -101,6 +133,27 @@ class MultiClassTokenViT(nn.Module):
         c = self.num_classes
         patch_map = tokens[:, c:].transpose(1, 2).reshape(b, d, h, w)
         return MCTOutput(tokens[:, :c], patch_map, list(self.capture.maps))
+
+
+def crop_to_patches(images: Tensor, patch_size: tuple[int, int]) -> Tensor:
+    """The top-left part of images (..., H, W) made of whole patches: what a stride-p patch conv reads."""
+    (height, width), (ph, pw) = images.shape[-2:], patch_size
+    if height < ph or width < pw:
+        raise ValueError(f"the input {height}×{width} is smaller than one {ph}×{pw} patch")
+    return images[..., : height - height % ph, : width - width % pw]
+
+
+def interpolate_pos_official(table: Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
+    """MCTformer's ``interpolate_pos_encoding`` on a patch table (1, h₀·w₀, D): bicubic with scale factors
+    (h + 0.1)/h₀ and (w + 0.1)/w₀ (the DINO trick), giving (1, h·w, D) sampled slightly off the exact resize.
+    """
+    (h0, w0), (h, w) = grid, new_grid
+    d = table.shape[-1]
+    square = table.reshape(1, h0, w0, d).permute(0, 3, 1, 2)
+    resized = F.interpolate(square, scale_factor=((h + 0.1) / h0, (w + 0.1) / w0), mode="bicubic")
+    if tuple(resized.shape[-2:]) != (h, w):
+        raise RuntimeError(f"interpolate_pos_official: a {tuple(resized.shape[-2:])} table for grid {(h, w)}")
+    return resized.permute(0, 2, 3, 1).reshape(1, h * w, d)
 
 
 def _layer_sum(attentions: list[Tensor], layers: int | None) -> Tensor:
