@@ -62,6 +62,27 @@ def test_v2_loss_sums_the_two_soft_margin_losses():
     assert torch.allclose(losses["loss"], cls + patch)
 
 
+def test_training_runs_fused_attention_with_the_same_loss_and_gradients():
+    """The speed path (no attention maps in training) changes nothing beyond float rounding."""
+    torch.manual_seed(0)
+    model = MCTformer(version="v2", num_classes=3, **TINY)
+    batch = {"image": torch.randn(2, 3, 40, 56), "cls_labels": torch.tensor([[1.0, 0, 1], [0, 1, 0]])}
+    fast = model.training_losses(batch)["loss"]
+    fast_grads = torch.autograd.grad(fast, list(model.parameters()), allow_unused=True)
+    assert model.net(batch["image"], with_attention=False).attentions == []
+    assert all(module.fused_attn for module in model.net.capture.modules)
+    output, logits, patch_cam = model.forward_heads(batch["image"])  # the materialised path
+    assert len(output.attentions) == 3 and not any(module.fused_attn for module in model.net.capture.modules)
+    labels = batch["cls_labels"]
+    slow = F.multilabel_soft_margin_loss(logits, labels) + F.multilabel_soft_margin_loss(
+        patch_cam.mean((2, 3)), labels)
+    slow_grads = torch.autograd.grad(slow, list(model.parameters()), allow_unused=True)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    for fast_grad, slow_grad in zip(fast_grads, slow_grads, strict=True):
+        if slow_grad is not None:
+            torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-4, atol=1e-6)
+
+
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match=r"cam_layers must be in 1\.\.3"):
         MCTformer(num_classes=2, cam_layers=4, **TINY)

@@ -92,9 +92,14 @@ class MCTformer(WSSSMethod):
         if official_checkpoint is not None:
             load_official_checkpoint(self, official_checkpoint)
 
-    def forward_heads(self, images: Tensor) -> tuple[MCTOutput, Tensor, Tensor | None]:
-        """Backbone output, class-token logits (B, K) and the Patch-CAM (B, K, h, w) for V2 (None for V1)."""
-        output = self.net(images)
+    def forward_heads(
+        self, images: Tensor, with_attention: bool = True
+    ) -> tuple[MCTOutput, Tensor, Tensor | None]:
+        """Backbone output, class-token logits (B, K) and the Patch-CAM (B, K, h, w) for V2 (None for V1).
+
+        ``with_attention=False`` skips the attention maps (fused attention), for passes that read none.
+        """
+        output = self.net(images, with_attention)
         patch_cam = self.patch_head(output.patch_tokens) if self.patch_head is not None else None
         return output, output.class_tokens.mean(dim=-1), patch_cam
 
@@ -107,7 +112,7 @@ class MCTformer(WSSSMethod):
 
     def classify(self, images: Tensor) -> Tensor:
         """Class-token logits (B, K)."""
-        return self.forward_heads(images)[1]
+        return self.forward_heads(images, with_attention=False)[1]
 
     def cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
         """Class→patch attention (V1) or its fusion with ReLU(Patch-CAM) (V2), optionally affinity-refined."""
@@ -127,7 +132,7 @@ class MCTformer(WSSSMethod):
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
         """MLSM on the class-token logits, plus MLSM on the GAP of the Patch-CAM for V2 (unweighted sum)."""
         labels = batch["cls_labels"]
-        _, logits, patch_cam = self.forward_heads(batch["image"])
+        _, logits, patch_cam = self.forward_heads(batch["image"], with_attention=False)  # no map is read
         losses = {"cls": F.multilabel_soft_margin_loss(logits, labels)}
         if patch_cam is not None:
             losses["patch_cls"] = F.multilabel_soft_margin_loss(patch_cam.mean(dim=(2, 3)), labels)

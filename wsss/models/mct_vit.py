@@ -117,11 +117,19 @@ class MultiClassTokenViT(nn.Module):
             return self.patch_pos_embed
         return interpolate_pos_official(self.patch_pos_embed, self.pos_grid, grid)
 
-    def forward(self, images: Tensor) -> MCTOutput:
+    def set_attention_capture(self, enabled: bool) -> None:
+        """Materialise (and capture) the attention maps, or run timm's fused attention without them."""
+        for module in self.capture.modules:
+            module.fused_attn = not enabled
+
+    def forward(self, images: Tensor, with_attention: bool = True) -> MCTOutput:
         """Encode images (B, C_in, H, W) into class tokens, patch tokens and the attention of every block.
 
         Rows and columns past the last whole patch are dropped, as the official patch convolution does.
+        ``with_attention=False`` runs fused attention (``scaled_dot_product_attention``) and returns no maps:
+        the same tokens up to float rounding, faster, for passes that read no attention (MCTformer training).
         """
+        self.set_attention_capture(with_attention)
         height, width = images.shape[-2:]
         patches = self.vit.patch_embed(crop_to_patches(images, self.patch_size))  # (B, h, w, D)
         b, h, w, d = patches.shape
@@ -132,7 +140,8 @@ class MultiClassTokenViT(nn.Module):
         tokens = self.vit.blocks(self.vit.norm_pre(self.vit.pos_drop(tokens)))
         c = self.num_classes
         patch_map = tokens[:, c:].transpose(1, 2).reshape(b, d, h, w)
-        return MCTOutput(tokens[:, :c], patch_map, list(self.capture.maps))
+        attentions = list(self.capture.maps) if with_attention else []
+        return MCTOutput(tokens[:, :c], patch_map, attentions)
 
 
 def crop_to_patches(images: Tensor, patch_size: tuple[int, int]) -> Tensor:
