@@ -13,7 +13,13 @@ from wsss.methods.gradcam import gradcam_maps
 from wsss.models.attention import AttentionCapture
 from wsss.models.gates import ViTHeadGates
 from wsss.models.multimodal_vit import create_multimodal_vit
-from wsss.pseudo.clustering import attention_pseudo_mask, cam_pseudo_mask, cls_attention_maps
+from wsss.pseudo.clustering import (
+    OVERLAP_RULES,
+    OverlapRule,
+    attention_pseudo_mask,
+    cam_pseudo_mask,
+    cls_attention_maps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,8 @@ class SparseViT(WSSSMethod):
         depth: int = 12,
         num_heads: int = 16,
         mlp_ratio: float = 2.0,
+        qkv_bias: bool = False,
+        norm_eps: float = 1e-5,
         head_gates: bool = True,
         sparsity_weight: float = 0.01,
         gate_temperature: float = 0.33,
@@ -59,6 +67,7 @@ class SparseViT(WSSSMethod):
         pseudo_mask_method: Literal["attention", "gradcam"] = "attention",
         num_clusters: Literal["predicted", "reference"] = "predicted",
         kmeans_seed: int = 24,
+        overlap_rule: OverlapRule = "cluster_mean",
         val_pseudo_masks: bool = False,
         num_classes: int = 8,
         in_channels: int = 15,
@@ -73,6 +82,8 @@ class SparseViT(WSSSMethod):
                 f"pseudo_mask_method must be 'attention' or 'gradcam', got {pseudo_mask_method!r}")
         if num_clusters not in ("predicted", "reference"):
             raise ValueError(f"num_clusters must be 'predicted' or 'reference', got {num_clusters!r}")
+        if overlap_rule not in OVERLAP_RULES:
+            raise ValueError(f"overlap_rule must be one of {OVERLAP_RULES}, got {overlap_rule!r}")
         if gate_lr_scale <= 0:
             raise ValueError(f"gate_lr_scale must be positive, got {gate_lr_scale}")
         if sparsity_weight < 0:
@@ -83,7 +94,7 @@ class SparseViT(WSSSMethod):
                              f"{in_channels} channels (set model.init_args.modality_channels to the "
                              "DataModule's)")
         self.vit = create_multimodal_vit(channels, num_classes, img_size, patch_size, embed_dim, depth,
-                                         num_heads, mlp_ratio)
+                                         num_heads, mlp_ratio, qkv_bias, norm_eps)
         if head_gates:
             self.gates = ViTHeadGates(self.vit, gate_temperature, gate_stretch)
             self.capture = self.gates.capture
@@ -164,7 +175,8 @@ class SparseViT(WSSSMethod):
             else:
                 maps = cls_attention_maps(attn[i, open_last], grid, size, self.vit.num_prefix_tokens)
                 mask, fallback = attention_pseudo_mask(
-                    maps, images[i], classes, lambda x: self.classify(x).sigmoid(), self.hparams.kmeans_seed)
+                    maps, images[i], classes, lambda x: self.classify(x).sigmoid(), self.hparams.kmeans_seed,
+                    self.hparams.overlap_rule)
                 note = "; ".join(n for n in (note, fallback) if n) or None
             if note and names is not None:
                 log.warning("pseudo-mask of %s: %s", names[i], note)

@@ -5,11 +5,14 @@ the image, is clustered by k-means over heads (k = number of classes to place); 
 binarised by a 1-D 2-means on its pixel values; every binarised cluster masks the input (pixels outside set
 to 0, the normalised mean) for a forward pass, and clusters get *distinct* classes by solving the
 assignment problem on the classifier's probabilities (the official code sorts instead and may repeat a
-class); the class masks are merged (on overlaps the cluster with the higher map value wins, uncovered
-pixels take the class of the nearest covered pixel). One class: the whole image.
+class); the class masks are merged (uncovered pixels take the class of the nearest covered pixel). Where
+foregrounds overlap, the paper is silent: by default the cluster with the higher foreground mean takes the
+whole overlap, as in the official code (``overlap="cluster_mean"``); ``overlap="pixel_value"`` gives each
+pixel to the highest map value there. One class: the whole image.
 """
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,6 +23,8 @@ from sklearn.cluster import KMeans
 from torch import Tensor
 
 Classifier = Callable[[Tensor], Tensor]
+OverlapRule = Literal["cluster_mean", "pixel_value"]
+OVERLAP_RULES = ("cluster_mean", "pixel_value")
 
 
 def cls_attention_maps(attn: Tensor, grid: tuple[int, int], size: tuple[int, int],
@@ -70,16 +75,26 @@ def assign_classes(scores: np.ndarray) -> np.ndarray:
     return cols[np.argsort(rows)]
 
 
-def merge_class_maps(maps: np.ndarray, foreground: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+def merge_class_maps(maps: np.ndarray, foreground: np.ndarray, classes: Sequence[int],
+                     overlap: OverlapRule = "cluster_mean") -> np.ndarray:
     """One (H, W) label mask from (k, H, W) maps, their foregrounds and their classes.
 
-    A pixel covered by several foregrounds takes the class of the highest map value; an uncovered pixel
-    the class of the nearest covered pixel.
+    A pixel covered by several foregrounds goes to the map with the highest mean over its own foreground
+    (``"cluster_mean"``, the official rule) or with the highest value at that pixel (``"pixel_value"``); an
+    uncovered pixel takes the class of the nearest covered pixel.
     """
     covered = foreground.any(0)
     if not covered.any():
         raise ValueError("merge_class_maps: no foreground pixel in any map")
-    winner = np.where(foreground, maps, -np.inf).argmax(0)
+    if overlap == "cluster_mean":
+        means = np.array([m[f].mean() if f.any() else -np.inf for m, f in zip(maps, foreground, strict=True)])
+        winner = np.zeros(maps.shape[1:], dtype=np.int64)
+        for index in np.argsort(means, kind="stable"):  # ascending: the highest mean is painted last
+            winner[foreground[index]] = index
+    elif overlap == "pixel_value":
+        winner = np.where(foreground, maps, -np.inf).argmax(0)
+    else:
+        raise ValueError(f"overlap must be one of {OVERLAP_RULES}, got {overlap!r}")
     if not covered.all():
         _, (iy, ix) = distance_transform_edt(~covered, return_indices=True)
         winner = winner[iy, ix]
@@ -95,12 +110,14 @@ def masked_class_scores(image: Tensor, foreground: np.ndarray, classify: Classif
 
 def attention_pseudo_mask(
     head_maps: Tensor, image: Tensor, classes: Sequence[int], classify: Classifier, seed: int = 24,
+    overlap: OverlapRule = "cluster_mean",
 ) -> tuple[np.ndarray, str | None]:
     """The merged (H, W) mask (values from ``classes``) from the (heads, H, W) maps of the open heads.
 
     ``classes`` are the classes to place (predicted or true labels), most probable first; ``classify`` maps
     a (B, C, H, W) batch to (B, K) probabilities over class ids ``1..K`` at columns ``0..K-1``. Returns the
-    mask and a note when the rule had to fall back (e.g. fewer open heads than classes).
+    mask and a note when the rule had to fall back (e.g. fewer open heads than classes). ``overlap``: see
+    :func:`merge_class_maps`.
     """
     size = tuple(image.shape[-2:])
     if len(classes) == 0:
@@ -119,13 +136,14 @@ def attention_pseudo_mask(
     foreground = np.stack([binarize_map(m) for m in maps])
     probs = masked_class_scores(image, foreground, classify)[:, [c - 1 for c in classes]]
     chosen = [classes[i] for i in assign_classes(probs)]
-    return merge_class_maps(maps, foreground, chosen), note
+    return merge_class_maps(maps, foreground, chosen, overlap), note
 
 
 def cam_pseudo_mask(cams: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     """Grad-CAM baseline (sec. 5.2): binarise the (K, H, W) map of each class in ``classes`` and merge them.
 
-    ``cams[c - 1]`` is the map of class id ``c``; one class takes the whole image.
+    ``cams[c - 1]`` is the map of class id ``c``; one class takes the whole image; on overlaps the highest
+    CAM value wins (the baseline has no official code).
     """
     if len(classes) == 0:
         raise ValueError("cam_pseudo_mask: no class to place")
@@ -133,4 +151,4 @@ def cam_pseudo_mask(cams: np.ndarray, classes: Sequence[int]) -> np.ndarray:
         return np.full(cams.shape[-2:], classes[0], dtype=np.int64)
     maps = cams[[c - 1 for c in classes]]
     foreground = np.stack([binarize_map(m) for m in maps])
-    return merge_class_maps(maps, foreground, classes)
+    return merge_class_maps(maps, foreground, classes, overlap="pixel_value")
