@@ -1,4 +1,4 @@
-"""Parity with the official sparse-vit-wsss@61e7c70 on its golden outputs (tests/data/parity/sparse_vit.md)."""
+"""Parity with the official sparse-vit-wsss@61e7c70 on its golden outputs (see data/parity/sparse_vit.md)."""
 
 from pathlib import Path
 from unittest import mock

@@ -15,18 +15,20 @@ Differences from the official code (su-hui-zz/SASFormer@145682d), all deliberate
 """
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.eval import SegmentationIoU
-from wsss.losses.affinity import AffinityDistance, LevelReduction, affinity_loss
+from wsss.losses.affinity import AffinityDistance, LevelReduction, UnlabeledCellRule, affinity_loss
 from wsss.methods.base import BaseTask
 from wsss.models.segformer import SegmenterOutput, create_attention_segmenter
 
 UNLABELED = 255
 LEVEL_COUNT_MIT = 4
+SegLossResolution = Literal["decoder", "input"]
 
 
 def partial_cross_entropy(logits: Tensor, sparse: Tensor) -> Tensor:
@@ -34,6 +36,11 @@ def partial_cross_entropy(logits: Tensor, sparse: Tensor) -> Tensor:
     if not (sparse != UNLABELED).any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits, sparse, ignore_index=UNLABELED)
+
+
+def nearest_labels(sparse: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, H, W) labels nearest-resized to ``size`` (one pixel per cell, as the official ``FSCELoss``)."""
+    return F.interpolate(sparse[:, None].float(), size=size, mode="nearest")[:, 0].to(sparse.dtype)
 
 
 class SASFormer(BaseTask):
@@ -55,6 +62,8 @@ class SASFormer(BaseTask):
         affinity_levels: Sequence[int] = (1, 2, 3, 4),
         distance: AffinityDistance = "l1",
         level_reduction: LevelReduction = "mean",
+        unlabeled_cells: UnlabeledCellRule = "nearest",
+        seg_loss_resolution: SegLossResolution = "decoder",
         last_stage_stride: int = 1,
         vit_levels: int = 4,
         backbone_kwargs: dict | None = None,
@@ -76,6 +85,10 @@ class SASFormer(BaseTask):
                 f"affinity_levels must be a non-empty subset of 1..{level_count}, got {affinity_levels}")
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
+        if seg_loss_resolution not in ("decoder", "input"):
+            raise ValueError(f"seg_loss_resolution must be 'decoder' or 'input', got {seg_loss_resolution!r}")
+        if unlabeled_cells not in ("nearest", "all"):
+            raise ValueError(f"unlabeled_cells must be 'nearest' or 'all', got {unlabeled_cells!r}")
         self.val_iou = SegmentationIoU(num_classes=num_classes + 1)
         self.test_iou = SegmentationIoU(num_classes=num_classes + 1)
 
@@ -91,15 +104,27 @@ class SASFormer(BaseTask):
         images, sparse = batch["image"], batch["sparse"]
         alpha = self.hparams.alpha
         out = self(images, with_attention=alpha > 0)
-        losses = {"seg": partial_cross_entropy(out.logits, sparse)}
+        losses = {"seg": self.seg_loss(out, sparse)}
         if alpha > 0:
             levels = [out.levels[i - 1] for i in self.hparams.affinity_levels]
             losses["aff"] = affinity_loss(out.decoder_logits, levels, self._unlabeled(sparse, out),
-                                          self.hparams.distance, self.hparams.level_reduction)
+                                          self.hparams.distance, self.hparams.level_reduction,
+                                          self.hparams.unlabeled_cells)
             losses["loss"] = losses["seg"] + alpha * losses["aff"]
         else:
             losses["loss"] = losses["seg"]
         return losses
+
+    def seg_loss(self, out: SegmenterOutput, sparse: Tensor) -> Tensor:
+        """L_seg: on the decoder logits against the labels nearest-resized to them (official), or on the
+        logits at the input size against the full-resolution labels (``seg_loss_resolution="input"``)."""
+        if self.hparams.seg_loss_resolution == "input":
+            return partial_cross_entropy(out.logits, sparse)
+        h, w = sparse.shape[-2:]
+        ph, pw = out.padded_size
+        padded = F.pad(sparse, (0, pw - w, 0, ph - h), value=UNLABELED)
+        labels = nearest_labels(padded, tuple(out.decoder_logits.shape[-2:]))
+        return partial_cross_entropy(out.decoder_logits, labels)
 
     @staticmethod
     def _unlabeled(sparse: Tensor, out: SegmenterOutput) -> Tensor:

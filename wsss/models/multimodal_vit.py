@@ -4,9 +4,9 @@ The modalities arrive concatenated along the channels (the DFC2020 DataModule st
 embedding splits them, embeds each with its own patch projection and sums the token embeddings position by
 position, before the [CLS] token and the position embedding are added. Everything else is timm's
 ``VisionTransformer``, configured like the official blocks by default (LayerNorm eps 1e-5, no qkv bias;
-timm's own defaults are 1e-6 and a qkv bias). (A sum of per-modality linear embeddings equals one linear embedding of the
-concatenation with summed biases; the separate projections keep each modality's initialisation and make
-the design explicit.)
+timm's own defaults are 1e-6 and a qkv bias). (A sum of per-modality linear embeddings equals one linear
+embedding of the concatenation with summed biases; the separate projections keep each modality's
+initialisation and make the design explicit.)
 """
 
 from collections.abc import Sequence

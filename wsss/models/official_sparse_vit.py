@@ -1,11 +1,11 @@
-"""Official sparse-vit-wsss weights (HSG-AIML/sparse-vit-wsss@61e7c70, lucidrains-style ViT / MViT) -> wsss.
+"""Official sparse-vit-wsss weights (HSG-AIML/sparse-vit-wsss@61e7c70, lucidrains-style ViT/MViT) -> wsss.
 
-The official ``Transformer`` stores block ``i`` as ``layers.i.0`` (PreNorm + gated attention) and ``layers.i.1``
-(PreNorm + MLP), q/k/v in one bias-free ``to_qkv`` whose rows already follow timm's 3 x heads x head_dim
-split, and each layer's gate as ``fn.gate.log_a`` of shape (1, heads, 1, 1). The patch embeddings are Linear
-layers over patches flattened as (row, column, channel), the same map as a strided convolution whose weight
-is ``weight.view(D, p, p, C).permute(0, 3, 1, 2)``. ``mlp_head`` (LayerNorm, Linear) on the [CLS] token is
-timm's final ``norm`` (a per-token LayerNorm) followed by ``head``.
+The official ``Transformer`` stores block ``i`` as ``layers.i.0`` (PreNorm + gated attention) and
+``layers.i.1`` (PreNorm + MLP), q/k/v in one bias-free ``to_qkv`` whose rows already follow timm's
+3 x heads x head_dim split, and each layer's gate as ``fn.gate.log_a`` of shape (1, heads, 1, 1). The patch
+embeddings are Linear layers over patches flattened as (row, column, channel), the same map as a strided
+convolution whose weight is ``weight.view(D, p, p, C).permute(0, 3, 1, 2)``. ``mlp_head`` (LayerNorm, Linear)
+on the [CLS] token is timm's final ``norm`` (a per-token LayerNorm) followed by ``head``.
 """
 
 import re
@@ -63,7 +63,7 @@ def official_sparse_vit_state_dict(state: Mapping[str, Tensor], patch_size: int)
     """
     embeddings = sorted(k for k in state if re.fullmatch(r"(m\d_)?to_patch_embedding\.1\.weight", k))
     if not embeddings:
-        raise ValueError("not an official sparse-vit-wsss ViT/MViT state dict: no *to_patch_embedding.1.weight")
+        raise ValueError("not an official sparse-vit-wsss ViT/MViT state dict (no *to_patch_embedding.1.*)")
     out = {"vit.cls_token": state["cls_token"], "vit.pos_embed": state["pos_embedding"],
            "vit.norm.weight": state["mlp_head.0.weight"], "vit.norm.bias": state["mlp_head.0.bias"],
            "vit.head.weight": state["mlp_head.1.weight"], "vit.head.bias": state["mlp_head.1.bias"]}
@@ -71,7 +71,7 @@ def official_sparse_vit_state_dict(state: Mapping[str, Tensor], patch_size: int)
         prefix = f"vit.patch_embed.proj.projections.{m}"
         out[f"{prefix}.weight"] = patch_linear_to_conv(state[key], patch_size)
         out[f"{prefix}.bias"] = state[key.replace("weight", "bias")]
-    transformer = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
+    transformer = {k[len("transformer."):]: v for k, v in state.items() if k.startswith("transformer.")}
     blocks, log_alpha = official_transformer_state_dict(transformer)
     out |= {f"vit.{k}": v for k, v in blocks.items()}
     if log_alpha is not None:
