@@ -70,8 +70,8 @@ class SASFormer(BaseTask):
     uses its key names); other official checkpoints: ``self.segmenter.load_official_encoder(state)``.
     ``backbone`` ``mit_b0``...``mit_b5`` builds smp's SegFormer (``last_stage_stride`` 1 = the official
     1/16 stage 4); any other name a timm ViT with a linear head and ``vit_levels`` block groups
-    (``backbone_kwargs`` go to timm). Validation: single-scale ``val/miou``; test and predict: softmax averaged over
-    ``test_scales`` (and flips).
+    (``backbone_kwargs`` go to timm). Validation: single-scale ``val/miou``; test and predict: softmax
+    averaged over ``test_scales`` (and flips).
     """
 
     def __init__(
