@@ -197,7 +197,7 @@ def test_head_maps_clusters_and_foregrounds():
     assert np.allclose(fg_means, FIXTURE["pm/cluster_foreground_means"].numpy(), atol=1e-6)
 
 
-def wsss_mask(case: str, overlap: str = "cluster_mean") -> np.ndarray:
+def wsss_mask(case: str, overlap: str = "cluster_mean", assignment: str = "distinct") -> np.ndarray:
     """The .md's recipe: wsss's classes to place, open-head maps (or the hand-made means), 0-based result."""
     classify = region_classifier(FIXTURE[f"pm/{case}/bias"], FIXTURE[f"pm/{case}/blind"])
     image = torch.ones(3, 64, 64)
@@ -207,7 +207,8 @@ def wsss_mask(case: str, overlap: str = "cluster_mean") -> np.ndarray:
     classes, _ = model.classes_to_place(probs[0], None)
     maps = torch.from_numpy(FIXTURE[f"pm/{case}/means"].numpy()) if f"pm/{case}/means" in FIXTURE \
         else head_maps()
-    mask, note = attention_pseudo_mask(maps, image, classes, classify, FIXTURE["pm/kmeans_seed"], overlap)
+    mask, note = attention_pseudo_mask(maps, image, classes, classify, FIXTURE["pm/kmeans_seed"], overlap,
+                                       assignment)
     assert note is None
     return mask - 1
 
@@ -223,6 +224,11 @@ def test_overlap_rule_per_pixel_is_a_documented_switch():
     differ = per_pixel != official
     assert differ.sum() == 768 and differ[:, 28:40].all()  # the overlap columns go to the higher value
     assert (official[:, 28:40] == 2).all() and (per_pixel[:, 28:40] == 5).all()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_official_rank_and_relabel_assignment_matches_every_case(case):
+    assert np.array_equal(wsss_mask(case, assignment="rank_relabel"), FIXTURE[f"pm/{case}/mask"].numpy())
 
 
 def test_blind_classifier_keeps_distinct_classes_as_the_paper_asks():
