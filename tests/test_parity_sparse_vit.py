@@ -236,3 +236,16 @@ def test_blind_classifier_keeps_distinct_classes_as_the_paper_asks():
     assert np.unique(FIXTURE["pm/blind/mask"].numpy()).tolist() == [2]
     assert np.array_equal(mask, FIXTURE["pm/blind/mask_step6"].numpy())
     assert np.unique(mask).tolist() == [2, 5] and (mask != FIXTURE["pm/blind/mask"].numpy()).sum() == 2071
+
+
+def test_official_weights_argument_reads_a_checkpoint_file(tmp_path):
+    path = tmp_path / "official.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in sub_dict("mvit/state_dict/").items()}}, path)
+    tiny = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, num_classes=8)
+    model = SparseViT((2, 13), official_weights=str(path), **tiny).eval()
+    images = torch.cat([FIXTURE["mvit/s1"], FIXTURE["mvit/s2"]], 1)
+    with torch.no_grad():
+        probs = model.classify(images).sigmoid()
+    assert torch.allclose(probs, FIXTURE["mvit/eval/probs"], atol=1e-6, rtol=0)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SparseViT((2, 13), official_weights=str(tmp_path / "missing.pt"), **tiny)

@@ -53,6 +53,7 @@ from wsss.methods.gradcam import gradcam_maps
 from wsss.models.attention import AttentionCapture
 from wsss.models.gates import ViTHeadGates
 from wsss.models.multimodal_vit import create_multimodal_vit
+from wsss.models.official_sparse_vit import load_official_sparse_vit, read_official_state_dict
 from wsss.pseudo.clustering import (
     CLASS_ASSIGNMENTS,
     OVERLAP_RULES,
@@ -81,6 +82,7 @@ class SparseViT(WSSSMethod):
     more for ``log_alpha`` to travel as far as in the paper's ~9,300 steps).
 
     ``overlap_rule``, ``class_assignment``, ``qkv_bias`` and ``norm_eps``: see the module docstring.
+    ``official_weights``: a local official checkpoint (state dict, or a Lightning checkpoint's) to start from.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class SparseViT(WSSSMethod):
         qkv_bias: bool = False,
         norm_eps: float = 1e-5,
         head_gates: bool = True,
+        official_weights: str | None = None,
         sparsity_weight: float = 0.01,
         gate_temperature: float = 0.33,
         gate_stretch: tuple[float, float] = (-0.1, 1.1),
@@ -126,6 +129,7 @@ class SparseViT(WSSSMethod):
             raise ValueError(f"gate_lr_scale must be positive, got {gate_lr_scale}")
         if sparsity_weight < 0:
             raise ValueError(f"sparsity_weight must be non-negative, got {sparsity_weight}")
+        official_state = None if official_weights is None else read_official_state_dict(official_weights)
         channels = tuple(modality_channels) if modality_channels is not None else (in_channels,)
         if sum(channels) != in_channels:
             raise ValueError(f"modality_channels {channels} sum to {sum(channels)}, but the data has "
@@ -139,6 +143,8 @@ class SparseViT(WSSSMethod):
         else:
             self.gates = None
             self.capture = AttentionCapture([self.vit.blocks[-1].attn])
+        if official_state is not None:
+            load_official_sparse_vit(self, official_state)
 
     def classify(self, images: Tensor) -> Tensor:
         """Image-level logits (B, K); the forward pass also records the last layer's (gated) attention."""

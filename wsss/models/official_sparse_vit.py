@@ -10,9 +10,12 @@ on the [CLS] token is timm's final ``norm`` (a per-token LayerNorm) followed by 
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from wsss.models.backbones import check_weights_path
 
 BLOCK_KEYS = {
     "0.norm": "norm1",
@@ -95,3 +98,14 @@ def load_official_sparse_vit(model: torch.nn.Module, state: Mapping[str, Tensor]
     except RuntimeError as err:
         raise ValueError(f"official checkpoint does not fit this SparseViT (build it with the official image "
                          f"size, patch, width, depth, heads, head_gates and qkv_bias=False): {err}") from err
+
+
+def read_official_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The state dict in a local official file: a bare state dict or a checkpoint holding ``state_dict``."""
+    path = check_weights_path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickled non-tensor objects (e.g. hyper-parameters) are refused by weights_only
+        raise ValueError(f"{path}: cannot read it as tensors only ({type(err).__name__}); save the model's "
+                         "state dict alone with torch.save(checkpoint['state_dict'], path)") from err
+    return state.get("state_dict", state)
