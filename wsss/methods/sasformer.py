@@ -12,9 +12,9 @@ golden outputs in ``tests/test_parity_sasformer.py``. Where the paper speaks aga
 
 Where the paper is silent the defaults are the official behaviour, with switches:
 
-- L_seg on the decoder logits (1/4) against the labels nearest-downsampled to them (``seg_loss_resolution:
-  decoder``; 3-px clicks can vanish, 9 of 20 in the fixture); ``input`` takes the logits upsampled to the
-  input against the full-resolution labels.
+- L_seg on the decoder logits (1/4; a ViT segmenter's are per patch) against the labels nearest-downsampled
+  to them (``seg_loss_resolution: decoder``; 3-px clicks can vanish, 9 of 20 in the fixture); ``input`` takes
+  the logits upsampled to the input against the full-resolution labels.
 - A level's cell is unlabeled when its nearest pixel is (``unlabeled_cells: nearest``); ``all`` asks every
   pixel of the cell to be unlabeled (clicks never vanish; 7.8e-4 off the official sum on the clicks case).
 
