@@ -69,7 +69,7 @@ def test_level_loss_matches_a_per_cell_loop_and_ignores_labelled_pixels():
         level_affinity_loss(logits, level, unlabeled).item(), rel=1e-6)
 
 
-def test_a_cell_with_any_labelled_pixel_is_excluded_and_nothing_unlabeled_gives_zero():
+def test_cell_rules_all_pixels_and_nearest_pixel_and_nothing_unlabeled_gives_zero():
     logits = torch.randn(1, 3, 2, 2)
     level = AttentionLevel(random_attention(1, 4, 4), (2, 2), (2, 2))
     full = torch.ones(1, 4, 4)
@@ -78,8 +78,14 @@ def test_a_cell_with_any_labelled_pixel_is_excluded_and_nothing_unlabeled_gives_
     per_cell = class_distance((level.attention @ logits.softmax(1).flatten(2).transpose(1, 2)).softmax(-1),
                               logits.softmax(1).flatten(2).transpose(1, 2).softmax(-1), "l1")[0]
     expected = per_cell[1:].mean().item()
+    all_rule = level_affinity_loss(logits, level, one_click, cells="all")
+    assert all_rule.item() == pytest.approx(expected, rel=1e-5)
+    assert level_affinity_loss(logits, level, torch.zeros(1, 4, 4), cells="all").item() == 0.0
+    # the official rule samples the cell's top-left pixel: the click there excludes the cell ...
     assert level_affinity_loss(logits, level, one_click).item() == pytest.approx(expected, rel=1e-5)
-    assert level_affinity_loss(logits, level, torch.zeros(1, 4, 4)).item() == 0.0
+    one_click[0, 0, 0], one_click[0, 1, 1] = 1, 0  # ... one elsewhere in the cell does not
+    everywhere = per_cell.mean().item()
+    assert level_affinity_loss(logits, level, one_click).item() == pytest.approx(everywhere, rel=1e-5)
 
 
 def test_mean_and_sum_over_levels():

@@ -101,6 +101,20 @@ def test_binarize_and_merge_by_hand():
     assert mask.tolist() == [[3, 3, 3, 7], [3, 3, 7, 7]]
 
 
+def test_overlap_rules_higher_foreground_mean_or_higher_pixel_value():
+    # map 0: foreground mean 0.6, map 1: 0.85; at (0, 1) map 0 is higher (0.7 > 0.6)
+    maps = np.array([[[0.5, 0.7, 0.0]], [[0.0, 0.6, 1.1]]])
+    foreground = maps > 0.4
+    assert merge_class_maps(maps, foreground, [3, 7]).tolist() == [[3, 7, 7]]  # official: map 1 takes it
+    assert merge_class_maps(maps, foreground, [3, 7], overlap="pixel_value").tolist() == [[3, 3, 7]]
+    with pytest.raises(ValueError, match="overlap"):
+        merge_class_maps(maps, foreground, [3, 7], overlap="max")
+    with pytest.raises(ValueError, match="overlap_rule"):
+        SparseViT((2, 13), overlap_rule="max", **TINY)
+    with pytest.raises(ValueError, match="class_assignment"):
+        SparseViT((2, 13), class_assignment="greedy", **TINY)
+
+
 def test_cls_attention_maps_are_max_normalised_and_cropped():
     attn = torch.zeros(2, 5, 5)
     attn[0, 0, 1:] = torch.tensor([1.0, 2.0, 3.0, 4.0])

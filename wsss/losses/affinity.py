@@ -5,6 +5,11 @@ For each level l the logits are resized to the query grid (P_l) and to the key g
 probabilities; Y_l = A_l P'_l (eq. 4); both Y_l and P_l are softmax-normalised over classes (eqs. 5-6, a
 second softmax on probabilities, as the paper writes and the official code does); the distance is averaged
 over unlabeled cells only; levels are averaged (eq. 7) or summed (the official code).
+
+Which cells of a level's grid are unlabeled the paper does not say: by default, as in the official code, the
+pixel map is nearest-resized to the grid (each cell takes one pixel, its top-left one for integer ratios, so
+a cell may count as unlabeled although it holds part of a click); ``cells="all"`` counts a cell as
+unlabeled only when all its pixels are.
 """
 
 from collections.abc import Sequence
@@ -18,6 +23,7 @@ from wsss.models.segformer import AttentionLevel
 
 AffinityDistance = Literal["l1", "l2", "kl", "ce"]
 LevelReduction = Literal["mean", "sum"]
+UnlabeledCellRule = Literal["nearest", "all"]
 EPS = 1e-8
 
 
@@ -39,10 +45,15 @@ def class_distance(propagated: Tensor, target: Tensor, distance: AffinityDistanc
     raise ValueError(f"unknown affinity distance {distance!r}; expected one of l1, l2, kl, ce")
 
 
-def unlabeled_cells(unlabeled: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B, H, W) 0/1 map -> (B, h*w): 1 where every pixel of the cell is unlabeled (clicks never vanish)."""
-    fraction = F.interpolate(unlabeled[:, None].float(), size=size, mode="area")
-    return (fraction > 1 - 1e-6).float().flatten(1)
+def unlabeled_cells(unlabeled: Tensor, size: tuple[int, int], rule: UnlabeledCellRule = "nearest") -> Tensor:
+    """(B, H, W) 0/1 map -> (B, h*w) unlabeled cells: the nearest pixel's value (official) or, with
+    ``rule="all"``, 1 only where every pixel of the cell is unlabeled (clicks never vanish)."""
+    if rule == "nearest":
+        return F.interpolate(unlabeled[:, None].float(), size=size, mode="nearest").flatten(1)
+    if rule == "all":
+        fraction = F.interpolate(unlabeled[:, None].float(), size=size, mode="area")
+        return (fraction > 1 - 1e-6).float().flatten(1)
+    raise ValueError(f"unknown unlabeled-cell rule {rule!r}; expected nearest or all")
 
 
 def resized_probabilities(logits: Tensor, size: tuple[int, int]) -> Tensor:
@@ -53,7 +64,8 @@ def resized_probabilities(logits: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def level_affinity_loss(
-    logits: Tensor, level: AttentionLevel, unlabeled: Tensor, distance: AffinityDistance = "l1"
+    logits: Tensor, level: AttentionLevel, unlabeled: Tensor, distance: AffinityDistance = "l1",
+    cells: UnlabeledCellRule = "nearest",
 ) -> Tensor:
     """Eqs. 4-6 and eq. 7's distance for one level, averaged over the unlabeled cells of the query grid."""
     target = resized_probabilities(logits, level.query_size).softmax(-1)  # P*_l (eq. 6)
@@ -62,18 +74,18 @@ def level_affinity_loss(
         raise ValueError(f"attention of shape {tuple(level.attention.shape)} does not match query grid "
                          f"{level.query_size} and key grid {level.key_size}")
     propagated = (level.attention @ source).softmax(-1)  # Y*_l (eqs. 4-5)
-    weights = unlabeled_cells(unlabeled, level.query_size)
+    weights = unlabeled_cells(unlabeled, level.query_size, cells)
     return (class_distance(propagated, target, distance) * weights).sum() / weights.sum().clamp_min(1.0)
 
 
 def affinity_loss(
     logits: Tensor, levels: Sequence[AttentionLevel], unlabeled: Tensor, distance: AffinityDistance = "l1",
-    reduction: LevelReduction = "mean",
+    reduction: LevelReduction = "mean", cells: UnlabeledCellRule = "nearest",
 ) -> Tensor:
     """Eq. 7: L_aff over the given levels, their mean (paper) or sum (official code); unlabeled (B, H, W)."""
     if not levels:
         raise ValueError("affinity_loss needs at least one attention level")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"unknown level reduction {reduction!r}; expected mean or sum")
-    total = torch.stack([level_affinity_loss(logits, level, unlabeled, distance) for level in levels]).sum()
+    total = torch.stack([level_affinity_loss(logits, lv, unlabeled, distance, cells) for lv in levels]).sum()
     return total / len(levels) if reduction == "mean" else total

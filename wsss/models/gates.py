@@ -5,7 +5,8 @@ A gate multiplies the post-softmax attention map of its head, which multiplies t
 are not rewritten. As in the official code (``ConcreteGate``): temperature 0.33, stretch (-0.1, 1.1), one
 noise sample per forward pass shared by the batch, binary forward values with a straight-through gradient
 through the stretched sample, and at evaluation ``sigmoid(log_alpha)`` without noise or temperature (a head
-is open iff ``log_alpha > 0``).
+is open iff ``log_alpha > 0``, up to float rounding: in float32 ``log_alpha`` = 1e-8 still gives a closed
+gate, as in the official code, and :meth:`HardConcreteGate.open_gates` reports exactly the gates applied).
 """
 
 import math
@@ -60,9 +61,11 @@ class HardConcreteGate(nn.Module):
             soft = torch.sigmoid((u.log() - (-u).log1p() + self.log_alpha) / self.temperature)
         else:
             soft = torch.sigmoid(self.log_alpha)
+        return StraightThroughStep.apply(self._stretch(soft))
+
+    def _stretch(self, soft: Tensor) -> Tensor:
         low, high = self.stretch
-        stretched = (soft * (high - low) + low).clamp(0, 1)
-        return StraightThroughStep.apply(stretched)
+        return (soft * (high - low) + low).clamp(0, 1)
 
     def open_probability(self) -> Tensor:
         """P(g != 0) = sigmoid(log_alpha - temperature * log(-low / high)) (Louizos et al. eq. 12)."""
@@ -76,8 +79,8 @@ class HardConcreteGate(nn.Module):
 
     @torch.no_grad()
     def open_gates(self) -> Tensor:
-        """The deterministic evaluation gates as booleans (open iff log_alpha > 0)."""
-        return self.log_alpha > 0
+        """The deterministic evaluation gates as booleans, computed as the forward pass does."""
+        return self._stretch(torch.sigmoid(self.log_alpha)) > 0.5
 
 
 class ViTHeadGates(nn.Module):

@@ -3,9 +3,10 @@
 The modalities arrive concatenated along the channels (the DFC2020 DataModule stacks S1 then S2); the
 embedding splits them, embeds each with its own patch projection and sums the token embeddings position by
 position, before the [CLS] token and the position embedding are added. Everything else is timm's
-``VisionTransformer``. (A sum of per-modality linear embeddings equals one linear embedding of the
-concatenation with summed biases; the separate projections keep each modality's initialisation and make
-the design explicit.)
+``VisionTransformer``, configured like the official blocks by default (LayerNorm eps 1e-5, no qkv bias;
+timm's own defaults are 1e-6 and a qkv bias). (A sum of per-modality linear embeddings equals one linear
+embedding of the concatenation with summed biases; the separate projections keep each modality's
+initialisation and make the design explicit.)
 """
 
 from collections.abc import Sequence
@@ -58,11 +59,15 @@ def create_multimodal_vit(
     depth: int = 12,
     num_heads: int = 16,
     mlp_ratio: float = 2.0,
+    qkv_bias: bool = False,
+    norm_eps: float = 1e-5,
 ) -> VisionTransformer:
     """A [CLS]-token timm ViT whose patch embedding sums one embedding per modality (early summation).
 
     Any image size works (position embeddings are interpolated, the image is padded to a multiple of the
-    patch size). Defaults are the paper's: patch 14, depth 12, 16 heads, width 1024, MLP 2048, no dropout.
+    patch size). Defaults are the paper's: patch 14, depth 12, 16 heads, width 1024, MLP 2048, no dropout;
+    where the paper is silent, the official code's: no qkv bias, LayerNorm eps 1e-5 (``qkv_bias=True``,
+    ``norm_eps=1e-6`` give timm's).
     """
     if not modality_channels or min(modality_channels) < 1:
         raise ValueError(f"modality_channels must be positive band counts, got {tuple(modality_channels)}")
@@ -77,6 +82,8 @@ def create_multimodal_vit(
         depth=depth,
         num_heads=num_heads,
         mlp_ratio=mlp_ratio,
+        qkv_bias=qkv_bias,
+        norm_layer=partial(nn.LayerNorm, eps=norm_eps),
         class_token=True,
         global_pool="token",
         dynamic_img_size=True,

@@ -5,9 +5,13 @@ stages, whose keys are spatially reduced (sequence reduction), so A_l is (N_q, N
 ``sr_ratio`` times coarser than the query grid. ``ViTSegmenter`` is a timm ViT with a linear per-patch head
 (Segmenter's linear decoder); its blocks are split into consecutive groups, one level per group, with square
 maps over the patch tokens (class / register tokens dropped, rows renormalised).
+
+Official MiT weights (NVlabs ``mit_b*.pth``, or the encoder of a SegFormer / SASFormer checkpoint) use smp's
+key names: :func:`official_mit_state_dict` only unwraps and strips prefixes and drops the ImageNet head, and
+:meth:`SegFormerWithAttention.load_official_encoder` loads them.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +40,26 @@ class SegmenterOutput:
     decoder_logits: Tensor
     levels: list[AttentionLevel]
     padded_size: tuple[int, int]
+
+
+OFFICIAL_ENCODER_PREFIXES = ("backbone.", "encoder.")
+
+
+def official_mit_state_dict(state: Mapping) -> dict[str, Tensor]:
+    """An official MiT state dict -> smp's MiT encoder keys (the same names).
+
+    Accepts a ``{"state_dict": ...}`` checkpoint, a ``module.`` (DataParallel) prefix, and a whole segmenter
+    whose encoder sits under ``backbone.`` (mmseg SegFormer) or ``encoder.`` (SASFormer): only the encoder is
+    kept. The ImageNet classifier ``head.*`` is dropped.
+    """
+    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    for prefix in OFFICIAL_ENCODER_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            break
+    return {k: v for k, v in state.items() if not k.startswith("head.")}
 
 
 def average_attention(maps: Sequence[Tensor], num_prefix_tokens: int = 0) -> Tensor:
@@ -75,6 +99,13 @@ class SegFormerWithAttention(nn.Module):
         self.model = create_segmenter("segformer", encoder, in_channels, classes, encoder_weights)
         self.model.encoder.patch_embed4.proj.stride = (last_stage_stride, last_stage_stride)
         self.stages = mit_attention_modules(self.model.encoder)
+
+    def load_official_encoder(self, state: Mapping) -> None:
+        """Load official MiT weights (see :func:`official_mit_state_dict`) into the encoder, strictly."""
+        try:
+            self.model.encoder.load_state_dict(official_mit_state_dict(state))
+        except RuntimeError as err:
+            raise ValueError(f"not an official MiT state dict of this encoder's size: {err}") from err
 
     def forward(self, images: Tensor, with_attention: bool = False) -> SegmenterOutput:
         """Logits (B, C, H, W), decoder logits at 1/4 of the padded input, and A_l when ``with_attention``."""

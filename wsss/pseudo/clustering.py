@@ -4,12 +4,16 @@ Attention: the [CLS] -> patch attention of every open head of the last layer, ma
 the image, is clustered by k-means over heads (k = number of classes to place); each cluster's mean map is
 binarised by a 1-D 2-means on its pixel values; every binarised cluster masks the input (pixels outside set
 to 0, the normalised mean) for a forward pass, and clusters get *distinct* classes by solving the
-assignment problem on the classifier's probabilities (the official code sorts instead and may repeat a
-class); the class masks are merged (on overlaps the cluster with the higher map value wins, uncovered
-pixels take the class of the nearest covered pixel). One class: the whole image.
+assignment problem on the classifier's probabilities, as the paper asks (the official code ranks the
+clusters, then relabels every region by its own forward pass and may repeat a class:
+``assignment="rank_relabel"``); the class masks are merged (uncovered pixels take the class of the nearest
+covered pixel). Where foregrounds overlap, the paper is silent: by default the cluster with the higher
+foreground mean takes the whole overlap, as in the official code (``overlap="cluster_mean"``);
+``overlap="pixel_value"`` gives each pixel to the highest map value there. One class: the whole image.
 """
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,6 +24,10 @@ from sklearn.cluster import KMeans
 from torch import Tensor
 
 Classifier = Callable[[Tensor], Tensor]
+OverlapRule = Literal["cluster_mean", "pixel_value"]
+OVERLAP_RULES = ("cluster_mean", "pixel_value")
+ClassAssignment = Literal["distinct", "rank_relabel"]
+CLASS_ASSIGNMENTS = ("distinct", "rank_relabel")
 
 
 def cls_attention_maps(attn: Tensor, grid: tuple[int, int], size: tuple[int, int],
@@ -70,20 +78,47 @@ def assign_classes(scores: np.ndarray) -> np.ndarray:
     return cols[np.argsort(rows)]
 
 
-def merge_class_maps(maps: np.ndarray, foreground: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+def foreground_means(maps: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """The mean of each (k, H, W) map over its own foreground (-inf for an empty foreground)."""
+    return np.array([m[f].mean() if f.any() else -np.inf for m, f in zip(maps, foreground, strict=True)])
+
+
+def merge_class_maps(maps: np.ndarray, foreground: np.ndarray, classes: Sequence[int],
+                     overlap: OverlapRule = "cluster_mean") -> np.ndarray:
     """One (H, W) label mask from (k, H, W) maps, their foregrounds and their classes.
 
-    A pixel covered by several foregrounds takes the class of the highest map value; an uncovered pixel
-    the class of the nearest covered pixel.
+    A pixel covered by several foregrounds goes to the map with the highest mean over its own foreground
+    (``"cluster_mean"``, the official rule) or with the highest value at that pixel (``"pixel_value"``); an
+    uncovered pixel takes the class of the nearest covered pixel.
     """
     covered = foreground.any(0)
     if not covered.any():
         raise ValueError("merge_class_maps: no foreground pixel in any map")
-    winner = np.where(foreground, maps, -np.inf).argmax(0)
+    if overlap == "cluster_mean":
+        winner = np.zeros(maps.shape[1:], dtype=np.int64)
+        order = np.argsort(foreground_means(maps, foreground), kind="stable")
+        for index in order:  # ascending: the highest mean is painted last
+            winner[foreground[index]] = index
+    elif overlap == "pixel_value":
+        winner = np.where(foreground, maps, -np.inf).argmax(0)
+    else:
+        raise ValueError(f"overlap must be one of {OVERLAP_RULES}, got {overlap!r}")
     if not covered.all():
         _, (iy, ix) = distance_transform_edt(~covered, return_indices=True)
         winner = winner[iy, ix]
     return np.asarray(classes, dtype=np.int64)[winner]
+
+
+def relabel_regions(mask: np.ndarray, image: Tensor, classify: Classifier) -> np.ndarray:
+    """Each label region of the (H, W) mask, alone in the input, relabelled with the classifier's top class
+    (the official last step; two regions may end up with one class)."""
+    labels = np.unique(mask)
+    regions = np.stack([mask == label for label in labels])
+    top = masked_class_scores(image, regions, classify).argmax(1) + 1
+    relabelled = mask.copy()
+    for region, label in zip(regions, top, strict=True):
+        relabelled[region] = label
+    return relabelled
 
 
 @torch.no_grad()
@@ -95,12 +130,17 @@ def masked_class_scores(image: Tensor, foreground: np.ndarray, classify: Classif
 
 def attention_pseudo_mask(
     head_maps: Tensor, image: Tensor, classes: Sequence[int], classify: Classifier, seed: int = 24,
+    overlap: OverlapRule = "cluster_mean", assignment: ClassAssignment = "distinct",
 ) -> tuple[np.ndarray, str | None]:
     """The merged (H, W) mask (values from ``classes``) from the (heads, H, W) maps of the open heads.
 
     ``classes`` are the classes to place (predicted or true labels), most probable first; ``classify`` maps
     a (B, C, H, W) batch to (B, K) probabilities over class ids ``1..K`` at columns ``0..K-1``. Returns the
-    mask and a note when the rule had to fall back (e.g. fewer open heads than classes).
+    mask and a note when the rule had to fall back (e.g. fewer open heads than classes). ``overlap``: see
+    :func:`merge_class_maps`. ``assignment="distinct"`` (the paper: "until each cluster has been assigned
+    to a different class") solves the assignment on the masked forward passes; ``"rank_relabel"`` is the
+    official rule: the i-th class goes to the cluster with the i-th highest foreground mean, then every
+    region of the merged mask is relabelled by :func:`relabel_regions`.
     """
     size = tuple(image.shape[-2:])
     if len(classes) == 0:
@@ -117,15 +157,22 @@ def attention_pseudo_mask(
         k = head_maps.shape[0]
     maps = cluster_heads(head_maps.detach().float().cpu().numpy(), k, seed)  # k-means: no gradient
     foreground = np.stack([binarize_map(m) for m in maps])
-    probs = masked_class_scores(image, foreground, classify)[:, [c - 1 for c in classes]]
-    chosen = [classes[i] for i in assign_classes(probs)]
-    return merge_class_maps(maps, foreground, chosen), note
+    if assignment == "distinct":
+        probs = masked_class_scores(image, foreground, classify)[:, [c - 1 for c in classes]]
+        chosen = [classes[i] for i in assign_classes(probs)]
+        return merge_class_maps(maps, foreground, chosen, overlap), note
+    if assignment != "rank_relabel":
+        raise ValueError(f"assignment must be one of {CLASS_ASSIGNMENTS}, got {assignment!r}")
+    ranks = np.argsort(-foreground_means(maps, foreground), kind="stable").argsort()
+    mask = merge_class_maps(maps, foreground, [classes[r] for r in ranks], overlap)
+    return relabel_regions(mask, image, classify), note
 
 
 def cam_pseudo_mask(cams: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     """Grad-CAM baseline (sec. 5.2): binarise the (K, H, W) map of each class in ``classes`` and merge them.
 
-    ``cams[c - 1]`` is the map of class id ``c``; one class takes the whole image.
+    ``cams[c - 1]`` is the map of class id ``c``; one class takes the whole image; on overlaps the highest
+    CAM value wins (the baseline has no official code).
     """
     if len(classes) == 0:
         raise ValueError("cam_pseudo_mask: no class to place")
@@ -133,4 +180,4 @@ def cam_pseudo_mask(cams: np.ndarray, classes: Sequence[int]) -> np.ndarray:
         return np.full(cams.shape[-2:], classes[0], dtype=np.int64)
     maps = cams[[c - 1 for c in classes]]
     foreground = np.stack([binarize_map(m) for m in maps])
-    return merge_class_maps(maps, foreground, classes)
+    return merge_class_maps(maps, foreground, classes, overlap="pixel_value")
