@@ -46,11 +46,13 @@ def test_inference_uses_only_the_transformer_branch():
     assert torch.allclose(model.classify(x), logits, atol=1e-5) and torch.equal(model.cams(x), cams)
 
 
-def test_param_groups_cover_every_parameter_once_with_both_heads_scaled():
+def test_param_groups_cover_every_trainable_parameter_once_with_both_heads_scaled():
     model = make_model(head_lr_scale=10.0)
     backbone, heads = model.param_groups()
     ids = [id(p) for p in backbone["params"] + heads["params"]]
-    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(ids) == len(set(ids)) == len(trainable) < len(list(model.parameters()))  # IRN's frozen layers
+    assert len(make_model(cnn_frozen=False).param_groups()[0]["params"]) > len(backbone["params"])
     assert heads["lr_scale"] == 10.0
     assert {id(p) for p in heads["params"]} == {
         id(model.cnn_classifier.weight), id(model.transformer.head.weight), id(model.transformer.head.bias)

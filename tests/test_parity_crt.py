@@ -5,6 +5,7 @@ tests/data/parity/crt.pt (see crt.md there for every key; section numbers refer 
 import math
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from wsss.models.crt_checkpoint import (
 )
 from wsss.models.crt_vit import CRTTransformer
 from wsss.models.cut_merge import cut_tiles, merge_tiles, pad_for_tiles
+from wsss.models.irn_resnet import create_irn_resnet, freeze_to_stride_8
 from wsss.recipes import load_recipe
 
 ROOT = Path(__file__).parent
@@ -80,6 +82,17 @@ def test_poly_schedule_and_parameter_groups_give_the_official_learning_rates():
         schedule.step()
     assert [g["momentum"] for g in optimizer.param_groups] == FIXTURE["optim/sgd_momentum"].tolist()
     assert [g["weight_decay"] for g in optimizer.param_groups] == FIXTURE["optim/weight_decay"].tolist()
+
+
+def test_configured_optimiser_decays_every_parameter_as_the_official_one():
+    """The official PolyOptimizer decays biases, norms, cls_token and pos_embed too (both groups 1e-4)."""
+    model = CRT(**SMALL, cnn_backbone="resnet18", lr=0.1, momentum=1e-4, weight_decay=1e-4)
+    model.trainer = SimpleNamespace(estimated_stepping_batches=int(FIXTURE["optim/max_step"]), max_epochs=1)
+    optimizer = model.configure_optimizers()["optimizer"]
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 1e-4 for p in g["params"]}
+    assert decayed == {id(p) for p in model.parameters() if p.requires_grad}
+    lrs = torch.tensor([g["lr"] for g in optimizer.param_groups], dtype=torch.float64)
+    torch.testing.assert_close(lrs, FIXTURE["optim/step0/lr"], rtol=1e-12, atol=0)
 
 
 # ---------------------------------------------------------------- section 2: cutting and merging
@@ -296,6 +309,18 @@ def test_dilated_switch_keeps_timms_output_stride_16(resnet152: CRT):
     assert [block_rows(b)[1] for b in resnet152.cnn.layer4] == [[3, 1, 1, 1]] * 3
     cam = dilated.cnn_forward(torch.empty(1, 3, 321, 481, device="meta"))[1]
     assert list(cam.shape[-2:]) == [21, 31]
+
+
+def test_irn_layout_handles_avg_down_resnets_and_other_cnns_need_the_dilated_switch():
+    with torch.device("meta"):
+        resnet10t = create_irn_resnet("resnet10t")  # average-pool shortcut: it becomes the identity
+        assert resnet10t(torch.empty(1, 3, 321, 481))[-1].shape[-2:] == (21, 31)
+        assert isinstance(resnet10t.layer4[0].downsample[0], nn.Identity)
+        with pytest.raises(ValueError, match="cnn_dilated=True"):
+            create_irn_resnet("convnext_atto")
+        convnext = create_irn_resnet("convnext_atto", dilated=True)
+        assert convnext(torch.empty(1, 3, 64, 64))[-1].shape[-2:] == (4, 4)
+        assert freeze_to_stride_8(convnext) == ["stem_0", "stem_1", "stages_0", "stages_1"]
 
 
 def test_cnn_freezing_and_fixed_batchnorm_match_the_official_training():

@@ -14,14 +14,15 @@ def undilated_stride_one_last_stage(features: nn.Module) -> nn.Module:
     The stride-2 convolutions of the stage become stride 1 (padding unchanged) and an average-pool shortcut
     (``avg_down`` ResNets) becomes the identity, as IRN's ``strides=(2, 2, 2, 1)``.
     """
-    stage_name = features.feature_info.module_name()[-1]
+    stage_name = features.feature_info.module_name()[-1].replace(".", "_")  # FeatureListNet's child name
     stage = features.get_submodule(stage_name)
     changed = 0
     for name, module in list(stage.named_modules()):
         if isinstance(module, nn.Conv2d) and tuple(module.stride) == (2, 2):
             if module.kernel_size[0] % 2 == 0 or module.dilation != (1, 1):
                 raise ValueError(
-                    f"undilated_stride_one_last_stage: {stage_name}.{name} is not an undilated odd conv"
+                    f"undilated_stride_one_last_stage: {stage_name}.{name} is not an undilated odd-kernel "
+                    "conv; pass a timm ResNet (or cnn_dilated=True for any timm CNN)"
                 )
             module.stride = (1, 1)
             changed += 1
@@ -53,7 +54,7 @@ def freeze_to_stride_8(features: nn.Module) -> list[str]:
     """Freeze every module of a timm ``features_only`` CNN up to its stride-8 stage (IRN: conv1/bn1 frozen
     and the output of layer2 detached); returns the frozen top-level module names."""
     info = features.feature_info.info
-    last = next((i["module"] for i in info if i["reduction"] == 8), None)
+    last = next((i["module"].replace(".", "_") for i in info if i["reduction"] == 8), None)
     if last is None:
         raise ValueError("freeze_to_stride_8: the CNN has no stage at stride 8; pass cnn_frozen=False")
     frozen = []
