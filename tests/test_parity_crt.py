@@ -344,7 +344,10 @@ def test_cnn_freezing_and_fixed_batchnorm_match_the_official_training():
         params = [p for m in modules for p in m.parameters()]
         assert all(p.grad is not None for p in params) == FIXTURE[f"cnn/has_grad/{name}"], name
         assert any(p.grad is not None for p in params) == FIXTURE[f"cnn/has_grad/{name}"], name
-    # requires_grad=False stands for the official detach after layer2: layers 1-2 are out of the optimiser
+    for name, modules in groups.items():  # documented: requires_grad=False replaces the detach after layer2
+        requires_grad = all(p.requires_grad for m in modules for p in m.parameters())
+        assert requires_grad == (FIXTURE[f"cnn/requires_grad/{name}"] and name not in ("layer1", "layer2"))
+    # so layers 1-2 are out of the optimiser, as the official SGD skips parameters without a gradient
     trainable = {id(p) for g in model.param_groups() for p in g["params"]}
     assert not any(id(p) in trainable for m in (cnn.layer1, cnn.layer2) for p in m.parameters())
 

@@ -99,6 +99,7 @@ class CRT(WSSSMethod):
             tile_padding=tile_padding, **sizes, **(vit_kwargs or {}),
         )
         self.val_wsol = WSOLAccuracy(cam_thresholds=wsol_cam_thresholds) if task == "wsol" else None
+        self.train()  # fix the CNN's BatchNorms now: Lightning restores module modes, never calls train()
 
     def cnn_forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """CNN branch: logits (GAP of the raw CAM) and the raw CAM (B, K, H/16, W/16)."""
