@@ -6,7 +6,8 @@ and the per-tile maps are merged back by summing them at their places and dividi
 that cover each position. ``torch.Tensor.unfold`` cuts and ``torch.nn.functional.fold`` merges.
 
 Padding is to the smallest size that holds the image and is covered exactly by tiles (at least one tile):
-``tile + k * stride``, as the paper counts tiles (448 px: 9 tiles, 672 px: 25). The official code pads to
+``tile + k * stride``. The paper's text says "a multiple of 224", but its tile counts (448 px: 9 tiles,
+672 px: 25) are those of this rule, which wsss therefore follows. The official code pads to
 ``max((h // 112 + 1) * 112, 224)``, which adds an extra half tile when ``h`` is already a multiple of 112
 (448 px: 16 tiles); ``extra_half_tile=True`` reproduces it.
 """
