@@ -46,15 +46,38 @@ def test_inference_uses_only_the_transformer_branch():
     assert torch.allclose(model.classify(x), logits, atol=1e-5) and torch.equal(model.cams(x), cams)
 
 
-def test_param_groups_cover_every_parameter_once_with_both_heads_scaled():
+def test_param_groups_cover_every_trainable_parameter_once_with_both_heads_scaled():
     model = make_model(head_lr_scale=10.0)
     backbone, heads = model.param_groups()
     ids = [id(p) for p in backbone["params"] + heads["params"]]
-    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(ids) == len(set(ids)) == len(trainable) < len(list(model.parameters()))  # IRN's frozen layers
+    assert len(make_model(cnn_frozen=False).param_groups()[0]["params"]) > len(backbone["params"])
     assert heads["lr_scale"] == 10.0
     assert {id(p) for p in heads["params"]} == {
         id(model.cnn_classifier.weight), id(model.transformer.head.weight), id(model.transformer.head.bias)
     }
+
+
+def test_cnn_batchnorm_stays_fixed_while_lightning_trains(tmp_path: Path):
+    """IRN's FixedBatchNorm (``cnn_frozen``): running statistics in every training step, also after the
+    sanity validation (Lightning restores each module's mode and never calls ``train()``)."""
+    modes = []
+
+    class Probe(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            norms = [m.training for m in module.cnn.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            modes.append((module.transformer.training, any(norms)))
+
+    data = [{"image": torch.randn(3, 32, 32), "cls_labels": torch.tensor([1.0, 0, 1])} for _ in range(4)]
+    loader = torch.utils.data.DataLoader(data, batch_size=2)
+    model = make_model()
+    model.validation_step = lambda *args, **kwargs: None
+    trainer = L.Trainer(max_epochs=1, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[Probe()])
+    trainer.fit(model, loader, loader)
+    assert modes == [(True, False), (True, False)]
 
 
 def test_vit_kwargs_reach_timm_and_a_hybrid_vit_gives_cams_at_its_token_stride():

@@ -5,21 +5,32 @@ from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from wsss.eval import WSOLAccuracy
 from wsss.losses.crt import crt_loss
 from wsss.methods.base import WSSSMethod
-from wsss.models.backbones import create_cnn_features
-from wsss.models.crt_vit import CRTTransformer, Enlargement
+from wsss.models.crt_vit import CRTTransformer, Enlargement, TilePadding
+from wsss.models.irn_resnet import create_irn_resnet, freeze_to_stride_8
 from wsss.pseudo.background import normalize_cams
 
 Task = Literal["wsss", "wsol"]
 
 
 class CRT(WSSSMethod):
-    """A CNN branch (timm ResNet at output stride 16 + 1x1 CAM classifier without bias) and a DeiT branch
+    """A CNN branch (IRN-style ResNet at output stride 16 + 1x1 CAM classifier without bias) and a DeiT branch
     (:class:`~wsss.models.crt_vit.CRTTransformer`) trained together with eq. 2; only the DeiT branch gives
     logits and CAMs (eq. 1, max-normalised) at inference.
+
+    The CNN follows the paper (IRNet's ResNet with strides (2, 2, 2, 1); "refer to IRNet for other details")
+    and the official code: ``cnn_dilated=False`` gives the last stage stride 1 without dilation (a timm
+    ResNet; ``True``: timm's ``output_stride=16``, the last stage dilated by 2, any timm CNN), and
+    ``cnn_frozen=True`` freezes the stem and layers 1-2 and keeps every BatchNorm at its running statistics
+    (affine parameters trained; ``False``: everything trains with ordinary BatchNorm, e.g. from scratch).
+    ``cam_l1_size``: side of the square to which both raw CAMs are up-sampled for the L1 term; ``None`` is the
+    training input's size (the official code hard-codes 336, its crop size; the paper only says "the L1 loss
+    of the two CAMs"). Official checkpoints load through
+    :func:`~wsss.models.crt_checkpoint.official_crt_state_dict`.
 
     ``vit_depth`` / ``vit_img_size`` / ``vit_kwargs`` (e.g. ``{patch_size: 2, embed_dim: 96}``) go to
     ``timm.create_model`` of ``vit``, which may be a hybrid ViT with a ResNet stem (the CPU-sized synthetic
@@ -29,16 +40,23 @@ class CRT(WSSSMethod):
     ``task="wsol"``: single-label softmax cross-entropy on ``label``; validation reports top-1 / top-5 /
     GT-known localisation through :class:`~wsss.eval.WSOLAccuracy` on the samples' ``boxes``.
 
-    Differences from the official code (``huodongjian0603/crt@5aa670a``):
+    Differences from the official code (``huodongjian0603/crt@5aa670a``; pinned by tests/test_parity_crt.py):
 
-    - SGD momentum is ``momentum`` and the poly power ``poly_power`` (IRN's ``PolyOptimizer`` passes 1e-4 as
-      the momentum and reuses 0.9 as the poly power); one optimiser with parameter groups replaces the two
-      identical per-branch optimisers.
-    - The CNN is a timm ResNet with ordinary trainable BatchNorm and no frozen stem / layers 1-2 (the official
-      ResNet-152 freezes conv1/bn1, detaches after layer2 and fixes every BatchNorm).
-    - Padding for cutting-merging adds no extra half tile when a side is already a tile multiple.
-    - Eq. 1 averages the attention maps (the code sums them; the scale cancels after normalisation).
+    - Optimiser: SGD momentum is ``momentum`` and the poly power ``poly_power`` (IRN's ``PolyOptimizer``
+      passes the weight decay 1e-4 as the momentum and reuses 0.9 as the poly power; recipes/crt_voc.yaml sets
+      ``momentum: 1.0e-4`` to match); one optimiser with parameter groups replaces the two identical
+      per-branch optimisers; the method's ``lr`` / ``momentum`` defaults are the shared ones (the recipe
+      carries the official 0.1 / 1e-4).
+    - ``cnn_frozen`` freezes layers 1-2 with ``requires_grad=False`` where the official code detaches the
+      output of layer2 (same updates: SGD skips parameters without a gradient), and fixes BatchNorm by
+      keeping it in eval mode instead of a ``FixedBatchNorm`` class.
+    - Padding for cutting-merging follows the paper's tile counts (no extra half tile when a side is already
+      a multiple of half a tile); ``tile_padding="official"`` reproduces the official one at inference.
+    - Eq. 1 averages the attention maps over 12 blocks x 3 passes (the code sums them: a factor 36 that
+      cancels after normalisation).
     - The L1 term is off before ``cam_weight_start_epoch`` (official: epoch 0 off; the paper does not say).
+    - Data (recipes): a random rescale of the image by ``scale_range`` replaces the official random long side
+      in [210, 420] px (``resize_long``); [0.42, 0.84] matches it for VOC's ~500 px images.
     """
 
     def __init__(
@@ -52,8 +70,12 @@ class CRT(WSSSMethod):
         vit_kwargs: dict | None = None,
         loops: int = 3,
         enlargement: Enlargement = "cut_merge",
+        tile_padding: TilePadding = "paper",
+        cnn_dilated: bool = False,
+        cnn_frozen: bool = True,
         cam_weight: float = 0.1,
         cam_weight_start_epoch: int = 1,
+        cam_l1_size: int | None = None,
         head_lr_scale: float = 10.0,
         task: Task = "wsss",
         wsol_cam_thresholds: Sequence[float] = (0.1,),
@@ -67,14 +89,17 @@ class CRT(WSSSMethod):
         super().__init__(num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim)
         if task not in ("wsss", "wsol"):
             raise ValueError(f"CRT: task must be 'wsss' or 'wsol', got {task!r}")
-        self.cnn = create_cnn_features(cnn_backbone, in_channels, 16, cnn_weights)
+        self.cnn = create_irn_resnet(cnn_backbone, in_channels, cnn_weights, dilated=cnn_dilated)
+        if cnn_frozen:
+            freeze_to_stride_8(self.cnn)
         self.cnn_classifier = nn.Conv2d(self.cnn.feature_info.channels()[-1], num_classes, 1, bias=False)
         sizes = {k: v for k, v in (("depth", vit_depth), ("img_size", vit_img_size)) if v is not None}
         self.transformer = CRTTransformer(
             vit, vit_weights, num_classes, in_channels, loops=loops, enlargement=enlargement,
-            **sizes, **(vit_kwargs or {}),
+            tile_padding=tile_padding, **sizes, **(vit_kwargs or {}),
         )
         self.val_wsol = WSOLAccuracy(cam_thresholds=wsol_cam_thresholds) if task == "wsol" else None
+        self.train()  # fix the CNN's BatchNorms now: Lightning restores module modes, never calls train()
 
     def cnn_forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """CNN branch: logits (GAP of the raw CAM) and the raw CAM (B, K, H/16, W/16)."""
@@ -103,7 +128,18 @@ class CRT(WSSSMethod):
         weight = hp.cam_weight if self.current_epoch >= hp.cam_weight_start_epoch else 0.0
         wsol = hp.task == "wsol"
         target, kind = (batch["label"], "single") if wsol else (batch["cls_labels"], "multilabel")
-        return crt_loss(logits_cnn, logits_vit, cam_cnn, cam_vit, target, images.shape[-2:], weight, kind)
+        size = images.shape[-2:] if hp.cam_l1_size is None else (hp.cam_l1_size, hp.cam_l1_size)
+        return crt_loss(logits_cnn, logits_vit, cam_cnn, cam_vit, target, size, weight, kind)
+
+    def train(self, mode: bool = True) -> "CRT":
+        """Train mode, with the CNN's BatchNorms kept in eval mode when ``cnn_frozen`` (IRN's FixedBatchNorm:
+        running statistics, trainable affine)."""
+        super().train(mode)
+        if self.hparams.cnn_frozen:
+            for module in self.cnn.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """WSSS: mAP and seed mIoU (base class). WSOL: accumulate localisation hits of image-size CAMs."""

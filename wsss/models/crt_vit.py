@@ -14,6 +14,7 @@ from wsss.models.backbones import create_timm_model
 from wsss.models.cut_merge import cut_tiles, merge_tiles, pad_for_tiles
 
 Enlargement = Literal["cut_merge", "bilinear"]
+TilePadding = Literal["paper", "official"]
 
 
 class CRTTransformer(nn.Module):
@@ -26,6 +27,14 @@ class CRTTransformer(nn.Module):
     before the patch projection): the token stride is then the stem's stride times the patch size, and the
     CAM is ceil(H/stride) x ceil(W/stride). ``loops`` = n applies eq. 3, T_in <- T_in + Blocks(T_in), n times
     (CLS token included; the final LayerNorm after the loop); 0 is the plain forward.
+
+    ``tile_padding="paper"`` pads a side to the smallest ``tile + k * tile / 2`` (the paper's tile counts);
+    ``"official"`` adds the official code's extra half tile to sides that are already a multiple of half a
+    tile, in :meth:`refined_cams` only (the official code pads only when it makes CAMs; its training crops
+    are tile multiples and unpadded).
+
+    Initialisation without ``weights`` is the official one: the Conv3x3 head keeps PyTorch's default
+    (uniform in +-1/sqrt(fan_in)) and the class token a truncated normal of std 0.02 (timm: std 1e-6).
 
     Eq. 1's class-to-patch attention is the head-mean CLS row averaged over every block and every loop pass
     (the paper averages; the official code sums, which only rescales it: it cancels after per-class
@@ -40,6 +49,7 @@ class CRTTransformer(nn.Module):
         in_channels: int = 3,
         loops: int = 3,
         enlargement: Enlargement = "cut_merge",
+        tile_padding: TilePadding = "paper",
         **vit_kwargs,
     ) -> None:
         super().__init__()
@@ -48,6 +58,10 @@ class CRTTransformer(nn.Module):
         if enlargement not in ("cut_merge", "bilinear"):
             raise ValueError(
                 f"CRTTransformer: enlargement must be 'cut_merge' or 'bilinear', got {enlargement!r}"
+            )
+        if tile_padding not in ("paper", "official"):
+            raise ValueError(
+                f"CRTTransformer: tile_padding must be 'paper' or 'official', got {tile_padding!r}"
             )
         self.vit = create_timm_model(name, weights, num_classes=0, in_chans=in_channels, **vit_kwargs)
         if not hasattr(self.vit, "blocks") or not hasattr(self.vit, "patch_embed"):
@@ -64,9 +78,10 @@ class CRTTransformer(nn.Module):
             )
         self.loops = loops
         self.enlargement = enlargement
+        self.tile_padding = tile_padding
         self.head = nn.Conv2d(self.vit.embed_dim, num_classes, kernel_size=3, padding=1)
-        nn.init.trunc_normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
+        if weights is None and getattr(self.vit, "cls_token", None) is not None:
+            nn.init.trunc_normal_(self.vit.cls_token, std=0.02)
 
     def forward_tokens(self, tiles: Tensor) -> Tensor:
         """Tokens (N, prefix + patches, D) of native-size tiles after ``loops`` passes of eq. 3 and norm."""
@@ -100,11 +115,12 @@ class CRTTransformer(nn.Module):
                     module.fused_attn = flag
         return cams, torch.stack(rows).mean(0).detach().reshape(-1, 1, side, side)
 
-    def _cut(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def _cut(self, images: Tensor, extra_half_tile: bool = False) -> tuple[Tensor, tuple[int, int]]:
         if self.enlargement == "bilinear":
             tiles = F.interpolate(images, size=(self.tile, self.tile), mode="bilinear", align_corners=False)
             return tiles, (1, 1)
-        return cut_tiles(pad_for_tiles(images, self.tile, self.tile // 2), self.tile, self.tile // 2)
+        stride = self.tile // 2
+        return cut_tiles(pad_for_tiles(images, self.tile, stride, extra_half_tile), self.tile, stride)
 
     def _merge(self, maps: Tensor, batch: int, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
         if self.enlargement == "bilinear":
@@ -127,7 +143,7 @@ class CRTTransformer(nn.Module):
 
         The product is taken before any ReLU, as in the official code; callers normalise (and clamp) it.
         """
-        tiles, grid = self._cut(images)
+        tiles, grid = self._cut(images, self.tile_padding == "official")
         cams, attention = self.tile_cams_and_attention(tiles)
         batch, size = images.shape[0], self.cam_size(images)
         logits = self._merge(cams, batch, grid, size).mean((2, 3))

@@ -6,8 +6,10 @@ and the per-tile maps are merged back by summing them at their places and dividi
 that cover each position. ``torch.Tensor.unfold`` cuts and ``torch.nn.functional.fold`` merges.
 
 Padding is to the smallest size that holds the image and is covered exactly by tiles (at least one tile):
-``tile + k * stride``. The official code pads to ``max((h // 112 + 1) * 112, 224)``, which adds a useless
-extra half tile when ``h`` is already a multiple of 112; that is not reproduced.
+``tile + k * stride``. The paper's text says "a multiple of 224", but its tile counts (448 px: 9 tiles,
+672 px: 25) are those of this rule, which wsss therefore follows. The official code pads to
+``max((h // 112 + 1) * 112, 224)``, which adds an extra half tile when ``h`` is already a multiple of 112
+(448 px: 16 tiles); ``extra_half_tile=True`` reproduces it.
 """
 
 import math
@@ -17,18 +19,27 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def tiles_along(size: int, tile: int, stride: int) -> int:
-    """Number of tiles that cover ``size`` pixels after padding (tile + (n - 1) * stride >= size)."""
-    if tile <= 0 or stride <= 0 or stride > tile:
-        raise ValueError(f"tiles_along: need 0 < stride <= tile, got tile={tile}, stride={stride}")
+def tiles_along(size: int, tile: int, stride: int, extra_half_tile: bool = False) -> int:
+    """Number of tiles that cover ``size`` pixels after padding (tile + (n - 1) * stride >= size).
+
+    ``extra_half_tile``: the official rule, padding to ``max((size // stride + 1) * stride, tile)``.
+    """
+    if tile <= 0 or stride <= 0 or stride > tile or (extra_half_tile and tile % stride):
+        raise ValueError(
+            f"tiles_along: need 0 < stride <= tile (stride dividing tile for extra_half_tile), got "
+            f"tile={tile}, stride={stride}"
+        )
+    if extra_half_tile:
+        return 1 + (max((size // stride + 1) * stride, tile) - tile) // stride
     return 1 + max(0, math.ceil((size - tile) / stride))
 
 
-def pad_for_tiles(images: Tensor, tile: int, stride: int) -> Tensor:
-    """Zero-pad (B, C, H, W) at the bottom/right to ``tile + (n - 1) * stride`` on each side."""
+def pad_for_tiles(images: Tensor, tile: int, stride: int, extra_half_tile: bool = False) -> Tensor:
+    """Zero-pad (B, C, H, W) at the bottom/right to ``tile + (n - 1) * stride`` on each side (n from
+    :func:`tiles_along`)."""
     h, w = images.shape[-2:]
-    padded_h = tile + (tiles_along(h, tile, stride) - 1) * stride
-    padded_w = tile + (tiles_along(w, tile, stride) - 1) * stride
+    padded_h = tile + (tiles_along(h, tile, stride, extra_half_tile) - 1) * stride
+    padded_w = tile + (tiles_along(w, tile, stride, extra_half_tile) - 1) * stride
     return F.pad(images, (0, padded_w - w, 0, padded_h - h))
 
 
