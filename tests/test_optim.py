@@ -79,3 +79,34 @@ def test_exemption_is_off_by_default_and_on_for_the_deit_based_methods():
     assert inspect.signature(BaseTask).parameters["weight_decay_exempt"].default is False
     for method in (MCTformer, BiTrans):
         assert inspect.signature(method).parameters["weight_decay_exempt"].default is True
+
+
+class _Linear(BaseTask):
+    """A one-layer task for optimiser tests."""
+
+    def __init__(self, **optim) -> None:
+        super().__init__(**optim)
+        self.layer = nn.Linear(3, 1)
+
+    def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        return {"loss": self.layer(batch["image"]).square().mean()}
+
+
+@pytest.mark.parametrize(("reference", "expected"), [(None, 0.1), (32, 0.1 * 4 * 2 / 32)])
+def test_lr_scales_with_the_global_batch(tmp_path, reference, expected):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    class Data(L.LightningDataModule):
+        batch_size = 4
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader([{"image": torch.randn(3)} for _ in range(16)], batch_size=self.batch_size)
+
+    model = _Linear(lr=0.1, scheduler="constant", lr_reference_batch=reference)
+    trainer = L.Trainer(max_steps=1, accumulate_grad_batches=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=Data())
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="lr_reference_batch"):
+        _Linear(lr_reference_batch=0)

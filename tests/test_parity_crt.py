@@ -64,8 +64,7 @@ def test_voc_recipe_carries_the_official_settings():
     assert data["crop_size"] == FIXTURE["train_data/crop_size"] == FIXTURE["val_data/crop_size"]
     assert model["cam_weight_start_epoch"] == 1 and model.get("cam_l1_size") is None  # L1 at the 336 crop
     assert not model["cnn_dilated"] and model["cnn_frozen"]
-    # documented: a relative rescale for resize_long (210, 420) on VOC's ~500 px long sides
-    assert [500 * s for s in data["scale_range"]] == pytest.approx(FIXTURE["train_data/resize_long"].tolist())
+    assert data["resize_long"] == FIXTURE["train_data/resize_long"].tolist() and data["scale_range"] == [1, 1]
     assert data.get("hflip", True) == FIXTURE["train_data/hor_flip"]
 
 

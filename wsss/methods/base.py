@@ -1,5 +1,6 @@
 """The shared base of every LightningModule: plain-argument optimisation and the stage-1 CAM contract."""
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import partial
@@ -19,14 +20,18 @@ from wsss.methods.optim import (
 )
 from wsss.pseudo.background import cams_to_mask, scores_with_background
 
+log = logging.getLogger(__name__)
+
 
 class BaseTask(L.LightningModule):
     """Optimiser (SGD / AdamW) and per-step schedule (warm-up + cosine / poly / constant), plain arguments.
 
     ``weight_decay_exempt`` gives biases, norm weights and the modules' ``no_weight_decay()`` parameters (e.g.
     class tokens, position tables) no weight decay, as timm's / DeiT's optimiser factory does; off, every
-    parameter is decayed (the IRN / SIPE / CRT / SASFormer / sparse-ViT optimisers). Subclasses implement
-    ``training_losses(batch)``; every term is logged as ``train/<name>``.
+    parameter is decayed (the IRN / SIPE / CRT / SASFormer / sparse-ViT optimisers). ``lr_reference_batch``
+    scales the learning rate linearly with the global batch (per-process batch × processes × gradient
+    accumulation): ``lr × global_batch / lr_reference_batch``, DeiT's and MCTformer's rule (5e-4 × batch / 512).
+    Subclasses implement ``training_losses(batch)``; every term is logged as ``train/<name>``.
     """
 
     def __init__(
@@ -40,8 +45,11 @@ class BaseTask(L.LightningModule):
         warmup_epochs: float = 0.0,
         poly_power: float = 0.9,
         weight_decay_exempt: bool = False,
+        lr_reference_batch: int | None = None,
     ) -> None:
         super().__init__()
+        if lr_reference_batch is not None and lr_reference_batch < 1:
+            raise ValueError(f"lr_reference_batch must be a positive batch size or None, got {lr_reference_batch}")
         self.save_hyperparameters()
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
@@ -59,14 +67,26 @@ class BaseTask(L.LightningModule):
         """Parameter groups; a group may set ``lr_scale`` (e.g. 10 for a freshly initialised head)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
+    def global_batch_size(self) -> int:
+        """Samples per optimiser step: the DataModule's ``batch_size`` × processes × gradient accumulation."""
+        batch = getattr(self.trainer.datamodule, "batch_size", None)
+        if not isinstance(batch, int):
+            raise ValueError("lr_reference_batch needs a DataModule with an integer batch_size")
+        return batch * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
     def configure_optimizers(self) -> dict:
         """Build the optimiser and a per-step LambdaLR schedule over the whole run."""
         hp = self.hparams
         groups = self.param_groups()
         if hp.weight_decay_exempt:
             groups = exempt_from_weight_decay(self, groups)
-        optimizer = build_optimizer(groups, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.betas)
-        total = int(self.trainer.estimated_stepping_batches)
+        total = int(self.trainer.estimated_stepping_batches)  # also loads the training data
+        lr = hp.lr
+        if hp.lr_reference_batch is not None:
+            batch = self.global_batch_size()
+            lr = hp.lr * batch / hp.lr_reference_batch
+            log.info("learning rate %g x global batch %d / %d = %g", hp.lr, batch, hp.lr_reference_batch, lr)
+        optimizer = build_optimizer(groups, hp.optimizer, lr, hp.weight_decay, hp.momentum, hp.betas)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         warmup = round(hp.warmup_epochs * total / epochs)
         factor = partial(
