@@ -129,7 +129,7 @@ def evaluate(model: SWTformer, loader: DataLoader) -> dict[str, float]:
             seeds = cam_branch
             own = cams_to_mask(seeds, labels, bg_threshold=model.hparams.bg_threshold)
         else:
-            scores = model.multiscale_scores(images, labels)
+            scores = model.multiscale_maps(images, labels)
             seeds, own = scores[:, 1:], cams_with_bg_to_mask(scores, labels)
         metrics["own"].update(own, mask)
         metrics["sweep"].update(seeds, mask, labels)

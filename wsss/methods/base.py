@@ -18,7 +18,8 @@ from wsss.methods.optim import (
     exempt_from_weight_decay,
     lr_factor,
 )
-from wsss.pseudo.background import cams_to_mask, scores_with_background
+from wsss.pseudo.background import cams_to_mask, keep_present_classes, scores_with_background
+from wsss.pseudo.fusion import FlipBack, FusionNorm, check_fusion, normalize_fused, sum_views
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,18 @@ class WSSSMethod(BaseTask, ABC):
     Validation reports classification mAP and the seed mIoU of single-scale CAMs under a fixed background
     threshold (the IRN/CRT convention). ``predict`` returns multi-scale + flip CAMs and the score maps with a
     background channel that the prediction writer turns into pseudo-masks.
+
+    Multi-scale fusion (``multiscale_maps``) sums the raw per-view maps of ``raw_cams`` and normalises once,
+    as the official codes do. Three class-level settings select each method's official convention
+    (:mod:`wsss.pseudo.fusion`): ``fusion_flip_back`` ("image": undo a flip after resizing to the image
+    size; "cam": at the CAM grid, before resizing), ``fusion_stride`` (resize to a multiple of it, then crop
+    the top-left image size) and ``fusion_norm`` ("max": S / (max + 1e-5); "minmax": (S − min) / (max − min
+    + 1e-8)).
     """
+
+    fusion_flip_back: FlipBack = "image"
+    fusion_stride: int = 1
+    fusion_norm: FusionNorm = "max"
 
     def __init__(
         self,
@@ -134,18 +146,49 @@ class WSSSMethod(BaseTask, ABC):
         """Scores (B, K+1, H, W) with a background channel first: a constant threshold unless overridden."""
         return scores_with_background(cams, cls_labels, bg_threshold=self.hparams.bg_threshold)
 
+    def raw_cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """Non-negative, unnormalised maps (B, C, h, w) of one view, at the method's own grid, for fusion.
+
+        C = K, or K + 1 with the background first for methods whose ``multiscale_maps`` carry a learned
+        background (SWTformer-V2). The default is ``cams`` (already normalised) for methods without raw maps.
+        """
+        return self.cams(images, cls_labels)
+
+    def scale_views(self, scaled: Tensor, cls_labels: Tensor | None) -> list[tuple[Tensor, bool]]:
+        """The raw maps of one scale's views (the image, then its flip when ``cam_flip``).
+
+        Each map comes with whether it still has to be flipped back after resizing to the image size: with
+        ``fusion_flip_back="cam"`` the flipped view's map is flipped back here, at its own grid (IRN/CRT).
+        """
+        views = [(self.raw_cams(scaled, cls_labels), False)]
+        if self.hparams.cam_flip:
+            flipped = self.raw_cams(scaled.flip(-1), cls_labels)
+            at_cam = self.fusion_flip_back == "cam"
+            views.append((flipped.flip(-1), False) if at_cam else (flipped, True))
+        return views
+
+    def multiscale_maps(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """``raw_cams`` of every scale and flip summed at the input size, then normalised once per channel.
+
+        Views are the input bilinearly resized by each of ``cam_scales`` (and flipped). The geometry and the
+        normalisation follow the class settings ``fusion_flip_back``, ``fusion_stride`` and ``fusion_norm``
+        (:mod:`wsss.pseudo.fusion`).
+        """
+        check_fusion(self.fusion_flip_back, self.fusion_stride, self.fusion_norm)
+        size = tuple(images.shape[-2:])
+
+        def views():
+            for scale in self.hparams.cam_scales:
+                scaled = images if scale == 1.0 else F.interpolate(
+                    images, scale_factor=scale, mode="bilinear", align_corners=False)
+                yield from self.scale_views(scaled, cls_labels)
+
+        return normalize_fused(sum_views(views(), size, self.fusion_stride), self.fusion_norm)
+
     def multiscale_cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
-        """CAMs at the input size, summed over ``cam_scales`` (and flips), renormalised to max 1."""
-        size = images.shape[-2:]
-        maps = []
-        for scale in self.hparams.cam_scales:
-            scaled = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear")
-            views = [scaled, scaled.flip(-1)] if self.hparams.cam_flip else [scaled]
-            for flipped, view in enumerate(views):
-                cam = F.interpolate(self.cams(view, cls_labels), size=size, mode="bilinear")
-                maps.append(cam.flip(-1) if flipped else cam)
-        total = torch.stack(maps).sum(0)
-        return total / total.flatten(2).amax(-1).clamp_min(1e-5)[:, :, None, None]
+        """Multi-scale + flip CAMs (B, K, H, W) in [0, 1]; classes absent from ``cls_labels`` are 0."""
+        cams = self.multiscale_maps(images, cls_labels)
+        return cams if cls_labels is None else keep_present_classes(cams, cls_labels)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Classification mAP and single-scale seed mIoU (fixed background threshold, GT image labels)."""

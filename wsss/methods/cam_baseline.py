@@ -14,9 +14,16 @@ class CAMBaseline(WSSSMethod):
     """Global-average-pooled 1x1 classifier on dilated CNN features; CAM = ReLU(W^T f), max-normalised.
 
     Trained with the multi-label soft-margin loss; the classifier has no bias and a 10x learning rate,
-    as in IRN. Unlike IRN's ``PolyOptimizer``, SGD momentum really is ``momentum`` (IRN passes 1e-4
-    positionally) and the poly power is ``poly_power``.
+    as in IRN. Multi-scale + flip CAMs follow IRN's ``step/make_cam.py``: ReLU maps, a flipped view's map
+    flipped back at the CAM grid, each view resized to (s·⌈H/s⌉, s·⌈W/s⌉) with s = ``output_stride``, the sum
+    cropped to H × W and divided per class by (max + 1e-5) once.
+
+    Differences from IRN: SGD momentum really is ``momentum`` (IRN's ``PolyOptimizer`` passes 1e-4
+    positionally) and the poly power is ``poly_power``; multi-scale views are a bilinear resize of the
+    normalised tensor to ⌊s·H⌋ × ⌊s·W⌋ (IRN: PIL bicubic on the uint8 image, round(s·H) × round(s·W)).
     """
+
+    fusion_flip_back, fusion_norm = "cam", "max"
 
     def __init__(
         self,
@@ -33,6 +40,7 @@ class CAMBaseline(WSSSMethod):
     ) -> None:
         super().__init__(num_classes, in_channels, bg_threshold, cam_scales, cam_flip, **optim)
         self.backbone = create_cnn_features(backbone, in_channels, output_stride, weights)
+        self.fusion_stride = output_stride
         self.classifier = nn.Conv2d(self.backbone.feature_info.channels()[-1], num_classes, 1, bias=False)
 
     def forward_features(self, images: Tensor) -> Tensor:
@@ -51,6 +59,10 @@ class CAMBaseline(WSSSMethod):
     def cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
         """ReLU class maps normalised to max 1 per class."""
         return normalize_cams(self.forward_head(self.forward_features(images))[1], "max")
+
+    def raw_cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """ReLU class maps, unnormalised, as the multi-scale fusion sums them."""
+        return self.forward_head(self.forward_features(images))[1].relu()
 
     def logits_and_cams(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and CAMs from one forward pass."""

@@ -32,6 +32,10 @@ class CRT(WSSSMethod):
     of the two CAMs"). Official checkpoints load through
     :func:`~wsss.models.crt_checkpoint.official_crt_state_dict`.
 
+    Multi-scale + flip CAMs follow ``step/make_cam.py`` (IRN): the ReLU'd eq. 1 map of each flipped view is
+    flipped back at the CAM grid, each view is resized to (16·⌈H/16⌉, 16·⌈W/16⌉), the sum over views is
+    cropped to H × W and divided per class by (max + 1e-5) once.
+
     ``vit_depth`` / ``vit_img_size`` / ``vit_kwargs`` (e.g. ``{patch_size: 2, embed_dim: 96}``) go to
     ``timm.create_model`` of ``vit``, which may be a hybrid ViT with a ResNet stem (the CPU-sized synthetic
     recipe).
@@ -57,7 +61,11 @@ class CRT(WSSSMethod):
     - The L1 term is off before ``cam_weight_start_epoch`` (official: epoch 0 off; the paper does not say).
     - Data (recipes): a random rescale of the image by ``scale_range`` replaces the official random long side
       in [210, 420] px (``resize_long``); [0.42, 0.84] matches it for VOC's ~500 px images.
+    - Multi-scale views are a bilinear resize of the normalised tensor to ⌊s·H⌋ × ⌊s·W⌋ (official: PIL bicubic
+      on the uint8 image to round(s·H) × round(s·W)).
     """
+
+    fusion_flip_back, fusion_stride, fusion_norm = "cam", 16, "max"
 
     def __init__(
         self,
@@ -118,6 +126,10 @@ class CRT(WSSSMethod):
     def cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
         """Eq. 1 CAMs (B, K, ceil(H/s), ceil(W/s)) in [0, 1], s the token stride (16 for DeiT)."""
         return self.logits_and_cams(images)[1]
+
+    def raw_cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """The ReLU'd, unnormalised eq. 1 CAMs that the multi-scale fusion sums."""
+        return self.transformer.refined_cams(images)[1].relu()
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
         """Eq. 2 on raw CAMs up-sampled to the crop; lambda is 0 before ``cam_weight_start_epoch``."""

@@ -70,6 +70,10 @@ class GradCAMClassifier(WSSSMethod):
 
     ``target_layer`` is a dotted path (negative indices allowed); by default the last block's ``norm1``
     for ViTs (the grad-cam package's recipe for DeiT) and the last stage for CNNs.
+
+    Multi-scale fusion sums the views' Grad-CAMs (flips undone at the image size) and divides each class by
+    (max + 1e-5) once. The grad-cam package min–max normalises every view's map itself, so these are the
+    per-view maps that are summed (there is no official multi-scale code for this baseline).
     """
 
     def __init__(

@@ -20,11 +20,13 @@ Follows the official code at ``xulianuwa/MCTformer@9606597`` (methods.md §3):
   (:mod:`wsss.models.mct_official`); logits, attention, Patch-CAM, affinity, losses, gradients and the
   per-view CAMs then match the official code (``tests/test_parity_mctformer.py``).
 
+Multi-scale + flip CAMs (``multiscale_cams``) follow ``generate_attention_maps_ms``: the raw per-view maps
+(``raw_cams``) are upsampled bilinearly to the image size, flipped back, summed and min–max normalised per
+present class once, (S − min) / (max − min + 1e-8). The single-view ``cams`` (validation) are min–max
+normalised on the token grid.
+
 Differences from the official code:
 
-- CAM fusion: CAMs are min–max normalised per class on the token grid inside ``cams`` (the official code
-  normalises after upsampling and summing the scales; ``multiscale_cams`` renormalises the sum by its
-  maximum).
 - Validation uses a fixed background threshold ``bg_threshold`` (the prediction writer also reports
   MCTformer's threshold sweep, tuned on the ground truth).
 - ``pos_interp="timm"`` (a switch, not the default) resamples the position table with timm's antialiased
@@ -51,6 +53,8 @@ from wsss.pseudo.background import normalize_cams
 
 class MCTformer(WSSSMethod):
     """MCTformer V1 (class-token attention) or V2 (+ Patch-CAM head) on a DeiT with C class tokens."""
+
+    fusion_flip_back, fusion_stride, fusion_norm = "image", 1, "minmax"
 
     def __init__(
         self,
@@ -103,12 +107,15 @@ class MCTformer(WSSSMethod):
         patch_cam = self.patch_head(output.patch_tokens) if self.patch_head is not None else None
         return output, output.class_tokens.mean(dim=-1), patch_cam
 
+    def raw_maps_from(self, output: MCTOutput, patch_cam: Tensor | None) -> Tensor:
+        """Unnormalised non-negative CAMs (B, K, h, w) of one forward pass (the official per-view maps)."""
+        hp = self.hparams
+        return class_maps(output, self.num_classes, hp.cam_layers, patch_cam, hp.affinity_layers,
+                          hp.affinity_refine)
+
     def maps_from(self, output: MCTOutput, patch_cam: Tensor | None) -> Tensor:
         """Per-class min–max normalised CAMs (B, K, h, w) of one forward pass."""
-        hp = self.hparams
-        maps = class_maps(output, self.num_classes, hp.cam_layers, patch_cam, hp.affinity_layers,
-                          hp.affinity_refine)
-        return normalize_cams(maps, "minmax")
+        return normalize_cams(self.raw_maps_from(output, patch_cam), "minmax")
 
     def classify(self, images: Tensor) -> Tensor:
         """Class-token logits (B, K)."""
@@ -118,6 +125,11 @@ class MCTformer(WSSSMethod):
         """Class→patch attention (V1) or its fusion with ReLU(Patch-CAM) (V2), optionally affinity-refined."""
         output, _, patch_cam = self.forward_heads(images)
         return self.maps_from(output, patch_cam)
+
+    def raw_cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """The same maps unnormalised, as the official multi-scale fusion sums them."""
+        output, _, patch_cam = self.forward_heads(images)
+        return self.raw_maps_from(output, patch_cam)
 
     def logits_and_cams(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and CAMs from one forward pass."""

@@ -6,7 +6,7 @@ wsss follows SIPE, and ``tests/test_parity_sipe.py`` checks it against SIPE's ow
 IS-CAM normalisation (+1e-5), soft-IoU seeds, prototypes, R-CAM, GSC's value and its gradients into the CAM
 and F_hie (all / absent / faint classes) and SIPE's ``valid_mask`` on crop padding all match.
 
-Differences from SIPE's code (multi-scale inference fusion aside):
+Differences from SIPE's code:
 
 - Token similarity for the seeds is |cos| (eq. 4); SIPE uses ReLU(cos). ``seed_similarity="relu"`` gives
   SIPE's seeds.
@@ -32,6 +32,8 @@ Differences from SIPE's code (multi-scale inference fusion aside):
 - CCL (eq. 6) has no official code: ``ccl_reading="printed"`` is the formula with a per-class cosine (equal
   to the fixture's dump); ``"contrastive"`` is an interpretation; the other literal reading, one cosine per
   image over all channels, is not offered.
+- Multi-scale views are a bilinear resize of the normalised tensor (SIPE: PIL bicubic on the uint8 photo;
+  both to round(s·H) × round(s·W)). The fusion itself is SIPE's ``make_cam.py`` (see ``SWTformer``).
 - Not SIPE's training set-up: the backbone is not partially frozen, no gradient clipping, AdamW (the paper's).
 """
 
@@ -51,6 +53,7 @@ from wsss.models.prototypes import (
     class_prototypes,
     locate_seeds,
     prototype_cams,
+    similarity_cams,
     valid_channels,
     with_background,
 )
@@ -82,8 +85,13 @@ class SWTformer(WSSSMethod):
       (align_corners=True) and zeroed on crop padding, as SIPE;
       ``ccl_reading`` switches eq. 6 between the literal formula and a class-wise contrastive reading.
     - Seeds (validation, predict) are R-CAMs; the mask is the argmax including the R-CAM background channel
-      with no threshold (SIPE's convention). Multi-scale: R-CAMs (background included) summed over scales
-      and flips, then max-normalised per channel. Absent labels at predict time come from ``logits > 0``.
+      with no threshold (SIPE's convention). Absent labels at predict time come from ``logits > 0``.
+    - Multi-scale (SIPE ``make_cam.py``): per scale, the image and its flip go through the backbone together
+      and are fused *inside* the network (``scale_views``): their F_out, T_out and F_hie are summed with the
+      flipped one flipped back, then the seeds, prototypes and the unnormalised IS-CAM (background included)
+      are computed once. The IS-CAMs of the scales are resized to the image size, summed and divided per
+      channel by (max + 1e-5). V1 sums the ReLU(F_out) of the views the same way (flips undone after
+      resizing, as the base class).
 
     Interpretations (the paper is silent): HFF inputs are detached and the seeds are computed without
     gradient, as SIPE's side branches; the CAM head is a 3x3 conv (MCTformer-V2); SIPE's x0.5 background
@@ -157,15 +165,26 @@ class SWTformer(WSSSMethod):
         """
         if self.hff is None:
             raise ValueError("SWTformer.refine: only version 'v2' has the HFF / prototype branch")
-        valid = valid_channels(cls_labels)
+        fused = self.hff([f.detach() for f in features])
+        cams_bg, seeds = self.seeds(cams, features[-1], fused, cls_labels, inside)
+        return cams_bg, prototype_cams(fused, class_prototypes(fused, seeds))
+
+    def seeds(
+        self, cams: Tensor, tokens: Tensor, fused: Tensor, cls_labels: Tensor, inside: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """V2: M with background (B, K+1, P, P) and the seeds (no gradient) at F_hie's grid; see refine."""
         cams_bg = with_background(cams, cls_labels, self.hparams.background_over)
         with torch.no_grad():
             keep = 1.0 if inside is None else F.interpolate(inside, size=cams.shape[-2:], mode="nearest")
-            seeds = keep * locate_seeds(cams_bg * keep, features[-1], valid, self.hparams.bg_seed_scale,
-                                        self.hparams.seed_similarity)
-        fused = self.hff([f.detach() for f in features])
-        seeds = F.interpolate(seeds, size=fused.shape[-2:], mode="nearest")
-        return cams_bg, prototype_cams(fused, class_prototypes(fused, seeds))
+            seeds = keep * locate_seeds(cams_bg * keep, tokens, valid_channels(cls_labels),
+                                        self.hparams.bg_seed_scale, self.hparams.seed_similarity)
+        return cams_bg, F.interpolate(seeds, size=fused.shape[-2:], mode="nearest")
+
+    def is_cams(self, maps: Tensor, tokens: Tensor, fused: Tensor, cls_labels: Tensor | None) -> Tensor:
+        """V2: the unnormalised IS-CAM (B, K+1, h3, w3) from raw F_out, T_out and F_hie; labels from F_out."""
+        labels = (maps.mean((2, 3)) > 0).to(maps.dtype) if cls_labels is None else cls_labels
+        seeds = self.seeds(self.head.normalize(maps), tokens, fused, labels)[1]
+        return similarity_cams(fused, class_prototypes(fused, seeds))
 
     def classify(self, images: Tensor) -> Tensor:
         """Image-level logits (B, K): GAP of F_out."""
@@ -182,6 +201,34 @@ class SWTformer(WSSSMethod):
         if self.version == "v1":
             return self.forward_cam(images)[1]
         return self.background_scores(images, cls_labels)[:, 1:]
+
+    def raw_cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """V1: ReLU(F_out) (B, K, P, P). V2: the unnormalised IS-CAM (B, K+1, h3, w3), background first."""
+        features = self.backbone(images)
+        maps = self.head.conv(features[-1])
+        if self.version == "v1":
+            return maps.relu()
+        return self.is_cams(maps, features[-1], self.hff([f.detach() for f in features]), cls_labels)
+
+    def scale_views(self, scaled: Tensor, cls_labels: Tensor | None) -> list[tuple[Tensor, bool]]:
+        """V2 with ``cam_flip``: SIPE's flip fusion: the pair's F_out, T_out and F_hie summed, flip undone."""
+        if self.version == "v1" or not self.hparams.cam_flip:
+            return super().scale_views(scaled, cls_labels)
+
+        def pair_sum(x: Tensor) -> Tensor:
+            image, flipped = x.chunk(2)
+            return image + flipped.flip(-1)
+
+        features = self.backbone(torch.cat([scaled, scaled.flip(-1)]))
+        fused = pair_sum(self.hff([f.detach() for f in features]))
+        maps, tokens = pair_sum(self.head.conv(features[-1])), pair_sum(features[-1])
+        return [(self.is_cams(maps, tokens, fused, cls_labels), False)]
+
+    def multiscale_cams(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
+        """V1: as the base class. V2: the foreground channels of ``multiscale_maps`` (absent classes 0)."""
+        if self.version == "v1":
+            return super().multiscale_cams(images, cls_labels)
+        return self.multiscale_maps(images, cls_labels)[:, 1:]
 
     def logits_and_cams(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and CAMs (V2: R-CAMs for the predicted labels) from one forward pass."""
@@ -214,20 +261,6 @@ class SWTformer(WSSSMethod):
         labels = torch.ones_like(cams[:, :, 0, 0]) if cls_labels is None else cls_labels
         return with_background(cams, labels, self.hparams.background_over)
 
-    def multiscale_scores(self, images: Tensor, cls_labels: Tensor) -> Tensor:
-        """V2: R-CAMs with background (B, K+1, H, W) summed over scales and flips, max-normalised (SIPE)."""
-        size = images.shape[-2:]
-        total = images.new_zeros(images.shape[0], self.num_classes + 1, *size)
-        for scale in self.hparams.cam_scales:
-            scaled = images if scale == 1.0 else F.interpolate(
-                images, scale_factor=scale, mode="bilinear", align_corners=False)
-            for flip in (False, True) if self.hparams.cam_flip else (False,):
-                view = scaled.flip(-1) if flip else scaled
-                scores = F.interpolate(self.background_scores(view, cls_labels), size=size, mode="bilinear",
-                                       align_corners=False)
-                total = total + (scores.flip(-1) if flip else scores)
-        return total / total.flatten(2).amax(-1).clamp_min(1e-5)[:, :, None, None]
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """V2: mAP, and the seed mIoU of R-CAMs (GT labels) by argmax with their background channel."""
         if self.version == "v1":
@@ -250,7 +283,7 @@ class SWTformer(WSSSMethod):
         images, labels = batch["image"], batch.get("cls_labels")
         if labels is None:
             labels = (self.classify(images) > 0).float()
-        scores = self.multiscale_scores(images, labels)
+        scores = self.multiscale_maps(images, labels)
         out = {"name": batch["name"], "cams": scores[:, 1:], "scores": scores, "cls_labels": labels}
         return out | {k: batch[k] for k in ("image", "mask") if k in batch}
 

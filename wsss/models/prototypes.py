@@ -90,9 +90,14 @@ def class_prototypes(features: Tensor, seeds: Tensor) -> Tensor:
     return total / weights.sum(-1, keepdim=True).clamp_min(1e-5)
 
 
-def prototype_cams(features: Tensor, prototypes: Tensor) -> Tensor:
-    """R-CAM (B, C+1, h, w): ReLU(cos(F_hie, P_k)) / (its spatial max + 1e-5), per class (SIPE's IS-CAM)."""
+def similarity_cams(features: Tensor, prototypes: Tensor) -> Tensor:
+    """IS-CAM (B, C+1, h, w): ReLU(cos(F_hie, P_k)), unnormalised (SIPE's ``reactivate``)."""
     flat = F.normalize(features.flatten(2), dim=1)
     maps = torch.relu(torch.einsum("bkd,bdn->bkn", F.normalize(prototypes, dim=-1), flat))
-    maps = maps / (maps.amax(-1, keepdim=True) + 1e-5)
     return maps.reshape(*prototypes.shape[:2], *features.shape[-2:])
+
+
+def prototype_cams(features: Tensor, prototypes: Tensor) -> Tensor:
+    """R-CAM (B, C+1, h, w): the IS-CAM ReLU(cos(F_hie, P_k)) / (its spatial max + 1e-5), per class (SIPE)."""
+    maps = similarity_cams(features, prototypes)
+    return maps / (maps.amax((-2, -1), keepdim=True) + 1e-5)
