@@ -32,17 +32,26 @@ def test_logits_are_the_mean_of_the_raw_class_maps():
     assert torch.allclose(model.classify(x), logits)
 
 
-def test_multiscale_flip_cams_sum_the_views():
+def test_multiscale_flip_cams_follow_irn_make_cam():
+    """Raw ReLU maps, flips undone at the CAM grid, resized to 16·⌈·/16⌉, summed, cropped, / (max + 1e-5)."""
     model = make_model(cam_flip=True).eval()
     model.hparams.cam_scales = (1.0, 2.0)
-    x = torch.randn(1, 3, 32, 32)
+    assert (model.fusion_flip_back, model.fusion_stride, model.fusion_norm) == ("cam", 16, "max")
+    x = torch.randn(1, 3, 40, 56)
     up = torch.nn.functional.interpolate
-    views = [up(model.cams(v), size=(32, 32), mode="bilinear") for v in (x, x.flip(-1))]
     x2 = up(x, scale_factor=2.0, mode="bilinear")
-    views += [up(model.cams(v), size=(32, 32), mode="bilinear") for v in (x2, x2.flip(-1))]
-    expected = views[0] + views[1].flip(-1) + views[2] + views[3].flip(-1)
-    expected = expected / expected.flatten(2).amax(-1).clamp_min(1e-5)[:, :, None, None]
-    assert torch.allclose(model.multiscale_cams(x), expected, atol=1e-5)
+    with torch.no_grad():
+        views = (x, x.flip(-1), x2, x2.flip(-1))
+        raw = [model.forward_head(model.forward_features(v))[1].relu() for v in views]
+    total = sum(up(a + b.flip(-1), size=(48, 64), mode="bilinear") for a, b in (raw[:2], raw[2:]))
+    total = total[..., :40, :56]
+    expected = total / (total.amax((2, 3), keepdim=True) + 1e-5)
+    with torch.no_grad():
+        assert torch.allclose(model.multiscale_cams(x), expected, atol=1e-6)
+        labels = torch.tensor([[1.0, 0.0, 1.0]])
+        gated = model.multiscale_cams(x, labels)
+    assert torch.equal(gated[:, 1], torch.zeros(1, 40, 56))
+    assert torch.allclose(gated[:, 0], expected[:, 0], atol=1e-6)
 
 
 def test_score_maps_put_the_threshold_first_and_zero_absent_classes():
