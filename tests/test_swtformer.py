@@ -12,7 +12,7 @@ from wsss.data.voc import VOCDataModule
 from wsss.losses.swtformer import gsc_loss
 from wsss.main import main
 from wsss.methods.swtformer import SWTformer
-from wsss.models.prototypes import valid_channels
+from wsss.models.prototypes import class_prototypes, locate_seeds, valid_channels, with_background
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 LABELS = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
@@ -43,6 +43,53 @@ def test_v2_rcams_have_a_background_channel_and_zero_absent_classes():
     assert scores.shape == (2, 4, 4, 4) and scores.min() >= 0 and scores.max() <= 1 + 1e-6
     assert torch.equal(scores[~valid_channels(labels)], torch.zeros(3, 4, 4))
     assert torch.equal(model.cams(x, labels), scores[:, 1:])
+
+
+def sipe_is_cam(model: SWTformer, view: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SIPE ``CAM.forward`` on [view, flipped view]: F_out, T_out, F_hie summed (flip undone), raw IS-CAM."""
+    a, b = model.backbone(view), model.backbone(view.flip(-1))
+    cam = model.head.conv(a[-1]) + model.head.conv(b[-1]).flip(-1)
+    tokens = a[-1] + b[-1].flip(-1)
+    hie = model.hff(a) + model.hff(b).flip(-1)
+    norm_cam = cam.relu() / (cam.relu().amax((2, 3), keepdim=True) + 1e-5)
+    cams_bg = with_background(norm_cam, labels, "all")
+    seeds = locate_seeds(cams_bg, tokens, valid_channels(labels), 0.5)
+    seeds = F.interpolate(seeds, size=hie.shape[-2:], mode="nearest")
+    prototypes = class_prototypes(hie, seeds)
+    return F.cosine_similarity(hie[:, None], prototypes[..., None, None], dim=2).relu()
+
+
+def test_v2_multiscale_maps_sum_sipe_is_cams_over_scales_and_normalise_once():
+    """SIPE ``make_cam.py``: per scale the flip pair is fused inside the network; IS-CAMs resized, summed."""
+    torch.manual_seed(0)
+    model = make_model("v2").eval()
+    model.hparams.cam_scales, model.hparams.cam_flip = (1.0, 1.5), True
+    x, labels = torch.randn(2, 3, 32, 48), LABELS
+    with torch.no_grad():
+        views = (x, F.interpolate(x, scale_factor=1.5, mode="bilinear"))
+        total = sum(F.interpolate(sipe_is_cam(model, v, labels), size=(32, 48), mode="bilinear")
+                    for v in views)
+        expected = total / (total.amax((2, 3), keepdim=True) + 1e-5)
+        fused = model.multiscale_maps(x, labels)
+        out = model.predict_step({"image": x, "cls_labels": labels, "name": ["a", "b"]}, 0)
+    torch.testing.assert_close(fused, expected, rtol=0, atol=1e-5)
+    assert torch.equal(fused[~valid_channels(labels)], torch.zeros(3, 32, 48))
+    assert torch.equal(out["scores"], fused) and torch.equal(out["cams"], fused[:, 1:])
+    assert torch.equal(model.multiscale_cams(x, labels), fused[:, 1:])
+
+
+def test_v1_multiscale_cams_sum_raw_head_maps_and_normalise_once():
+    model = make_model("v1").eval()
+    model.hparams.cam_scales, model.hparams.cam_flip = (1.0, 2.0), True
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        scaled = (x, F.interpolate(x, scale_factor=2.0, mode="bilinear"))
+        raw = [model.head.conv(model.backbone(v)[-1]).relu() for v in scaled]
+        flipped = [model.head.conv(model.backbone(v.flip(-1))[-1]).relu() for v in scaled]
+        up = [F.interpolate(m, size=(32, 32), mode="bilinear") for m in raw + flipped]
+        total = up[0] + up[1] + up[2].flip(-1) + up[3].flip(-1)
+        fused = model.multiscale_cams(x)
+    torch.testing.assert_close(fused, total / (total.amax((2, 3), keepdim=True) + 1e-5), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize(("over", "background"), [("all", [0.0, 0.0]), ("present", [0.1, 0.8])])
