@@ -43,6 +43,7 @@ def test_inference_uses_only_the_transformer_branch():
     assert torch.allclose(logits, model.transformer(x)[0], atol=1e-5)
     raw = model.transformer.refined_cams(x)[1].clamp_min(0)
     assert torch.allclose(cams, raw / raw.amax((2, 3), keepdim=True), atol=1e-5)
+    assert torch.allclose(model.raw_cams(x), raw, atol=1e-6)
     assert torch.allclose(model.classify(x), logits, atol=1e-5) and torch.equal(model.cams(x), cams)
 
 

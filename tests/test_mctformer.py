@@ -48,6 +48,7 @@ def test_v2_fuses_the_patch_cam_and_refines_with_all_layers():
     model.hparams.affinity_refine = True
     refined = torch.einsum("bij,bcj->bci", affinity, fused).reshape(1, 3, 4, 4)
     assert torch.allclose(model.cams(x), normalize_cams(refined, "minmax"), atol=1e-5)
+    assert torch.allclose(model.raw_cams(x), refined.reshape(1, 3, 4, 4), atol=1e-6)
 
 
 def test_v2_loss_sums_the_two_soft_margin_losses():

@@ -11,7 +11,8 @@ with L_cls the MLSM loss of the class-token logits (eqs. 4–5), L_coarse the ML
 Coarse-CAM (eqs. 6–7), L_scc the SC-CAM consistency (eq. 3) and L_pac the affinity consistency (eq. 11);
 ``scc_weight`` is 1 in eq. 12 and exists for Table 1's ablation (0 = PAC alone; α = 0 = SCC alone).
 CAMs at inference are M_pseudo = SC-CAM ⊙ ReLU(Coarse-CAM) (eq. 8) and, with ``affinity_refine``,
-PGT = A_aff · M_pseudo (eqs. 9–10); both are what :class:`MCTformer` V2 computes.
+PGT = A_aff · M_pseudo (eqs. 9–10); both are what :class:`MCTformer` V2 computes, and multi-scale + flip
+CAMs are fused as MCTformer's official code does (raw maps summed, min–max normalised once).
 
 Interpretations (the paper is silent or ambiguous; methods.md §3e):
 

@@ -57,7 +57,7 @@ class CRT(WSSSMethod):
     - Padding for cutting-merging follows the paper's tile counts (no extra half tile when a side is already
       a multiple of half a tile); ``tile_padding="official"`` reproduces the official one at inference.
     - Eq. 1 averages the attention maps over 12 blocks x 3 passes (the code sums them: a factor 36 that
-      cancels after normalisation).
+      cancels after normalisation, up to the official + 1e-5 in the denominator).
     - The L1 term is off before ``cam_weight_start_epoch`` (official: epoch 0 off; the paper does not say).
     - Data (recipes): a random rescale of the image by ``scale_range`` replaces the official random long side
       in [210, 420] px (``resize_long``); [0.42, 0.84] matches it for VOC's ~500 px images.
