@@ -136,6 +136,7 @@ def test_irn_fusion_rebuilds_the_official_high_res_map(crt, case, method):
     labels = crt[f"{key}/label"][None].double()
     fused = model.multiscale_cams(torch.zeros(1, 3, height, width, dtype=torch.float64), labels)
     assert not model.views
+    assert model.view_sizes == [tuple(size) for size in crt[f"{key}/view_sizes"].tolist() for _ in range(2)]
     keys = crt[f"{key}/keys"]
     torch.testing.assert_close(fused[0, keys], crt[f"{key}/high_res"], rtol=0, atol=1e-12)
     mask = cams_to_mask(fused, labels, bg_threshold=0.15)[0]

@@ -170,17 +170,18 @@ class WSSSMethod(BaseTask, ABC):
     def multiscale_maps(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
         """``raw_cams`` of every scale and flip summed at the input size, then normalised once per channel.
 
-        Views are the input bilinearly resized by each of ``cam_scales`` (and flipped). The geometry and the
-        normalisation follow the class settings ``fusion_flip_back``, ``fusion_stride`` and ``fusion_norm``
-        (:mod:`wsss.pseudo.fusion`).
+        View s is the input resized bilinearly to round(s·H) × round(s·W) (the official view sizes), then
+        flipped. The geometry and the normalisation follow the class settings ``fusion_flip_back``,
+        ``fusion_stride`` and ``fusion_norm`` (:mod:`wsss.pseudo.fusion`).
         """
         check_fusion(self.fusion_flip_back, self.fusion_stride, self.fusion_norm)
-        size = tuple(images.shape[-2:])
+        height, width = size = tuple(images.shape[-2:])
 
         def views():
             for scale in self.hparams.cam_scales:
                 scaled = images if scale == 1.0 else F.interpolate(
-                    images, scale_factor=scale, mode="bilinear", align_corners=False)
+                    images, size=(round(height * scale), round(width * scale)), mode="bilinear",
+                    align_corners=False)
                 yield from self.scale_views(scaled, cls_labels)
 
         return normalize_fused(sum_views(views(), size, self.fusion_stride), self.fusion_norm)

@@ -20,7 +20,7 @@ class CAMBaseline(WSSSMethod):
 
     Differences from IRN: SGD momentum really is ``momentum`` (IRN's ``PolyOptimizer`` passes 1e-4
     positionally) and the poly power is ``poly_power``; multi-scale views are a bilinear resize of the
-    normalised tensor to ⌊s·H⌋ × ⌊s·W⌋ (IRN: PIL bicubic on the uint8 image, round(s·H) × round(s·W)).
+    normalised tensor (IRN: PIL bicubic on the uint8 image; both to round(s·H) × round(s·W)).
     """
 
     fusion_flip_back, fusion_norm = "cam", "max"

@@ -61,8 +61,8 @@ class CRT(WSSSMethod):
     - The L1 term is off before ``cam_weight_start_epoch`` (official: epoch 0 off; the paper does not say).
     - Data (recipes): a random rescale of the image by ``scale_range`` replaces the official random long side
       in [210, 420] px (``resize_long``); [0.42, 0.84] matches it for VOC's ~500 px images.
-    - Multi-scale views are a bilinear resize of the normalised tensor to ⌊s·H⌋ × ⌊s·W⌋ (official: PIL bicubic
-      on the uint8 image to round(s·H) × round(s·W)).
+    - Multi-scale views are a bilinear resize of the normalised tensor (official: PIL bicubic on the uint8
+      image; both to round(s·H) × round(s·W)).
     """
 
     fusion_flip_back, fusion_stride, fusion_norm = "cam", 16, "max"

@@ -34,7 +34,8 @@ Differences from the official code:
   official table at 320×480 / 375×500, so every view but a square 224×224 one changes.
 - ``weight_decay_exempt=False`` (a switch) decays every parameter.
 - Multi-scale views (``cam_scales`` other than 1; run.sh uses scale 1 only) are bilinear resizes of the
-  normalised image tensor; the official dataset resizes the uint8 photo with PIL bicubic.
+  normalised image tensor; the official dataset resizes the uint8 photo with PIL bicubic (both to
+  round(s·H) × round(s·W)).
 - Training recipe (``recipes/mctformer_v2_voc.yaml``): the cosine schedule decays to 0 (timm's stops at
   1e-5), and there is no RandAugment / ColorJitter / RandomErasing and no AMP.
 """
