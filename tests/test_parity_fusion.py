@@ -14,6 +14,7 @@ from wsss.methods.base import WSSSMethod
 from wsss.methods.cam_baseline import CAMBaseline
 from wsss.methods.crt import CRT
 from wsss.methods.mctformer import MCTformer
+from wsss.models.mct_official import convert_official_state_dict
 from wsss.pseudo.background import cams_to_mask
 from wsss.pseudo.fusion import normalize_fused, sum_views
 
@@ -85,34 +86,24 @@ def test_mctformer_per_view_normalisation_is_not_the_official_fusion(mct):
     assert (fused - mct["v2/cam_s1/final"]).abs().max() > 0.1
 
 
-def official_mctformer(mct: dict, version: str) -> MCTformer:
-    """The tiny fixture model in wsss, its official state dict renamed as the fixture's notes describe."""
+def official_mctformer(mct: dict, version: str, scales: tuple[float, ...]) -> MCTformer:
+    """The fixture's tiny model with its official weights, through the converter users call."""
     model = MCTformer(backbone="deit_small_patch16_224", version=version, num_classes=20, drop_path_rate=0.0,
                       backbone_kwargs=dict(embed_dim=64, depth=4, num_heads=4), cam_layers=3,
-                      affinity_layers=None, affinity_refine=True, cam_scales=(1.0,), cam_flip=True)
+                      affinity_layers=None, affinity_refine=True, cam_scales=scales, cam_flip=True)
     prefix = f"{version}/state_dict/"
-    state = {}
-    for name, value in ((k[len(prefix):], v) for k, v in mct.items() if k.startswith(prefix)):
-        if name == "cls_token":
-            state["net.class_tokens"] = value
-        elif name == "pos_embed":
-            state["net.class_pos_embed"], state["net.patch_pos_embed"] = value[:, :20], value[:, 20:]
-        elif name.startswith(("patch_embed.", "blocks.")):
-            state[f"net.vit.{name}"] = value
-        elif name.startswith("head.") and version == "v2":
-            state[f"patch_head.{name[5:]}"] = value
-    model.load_state_dict(state, strict=True)
+    state = {k.removeprefix(prefix): v.clone() for k, v in mct.items() if k.startswith(prefix)}
+    model.load_state_dict(convert_official_state_dict(state), strict=True)
     return model.eval()
 
 
-@pytest.mark.parametrize("version", ["v2", "v1"])
-def test_mctformer_multiscale_cams_of_the_official_weights_equal_final(mct, version):
-    """End to end at scale 1 (refined, flip): wsss's model and fusion give ``final`` (abs 1e-5)."""
-    model = official_mctformer(mct, version)
+@pytest.mark.parametrize("case", ["v2/cam_s1", "v1/cam_s1", "v2/cam_ms"])
+def test_mctformer_multiscale_cams_of_the_official_weights_equal_final(mct, case):
+    """End to end (refined, flip; scales 1 or 1, 0.5, 1.5): wsss's model and fusion give ``final`` (1e-5)."""
+    model = official_mctformer(mct, case[:2], tuple(mct[f"{case}/scales"].tolist()))
     images = mct["images_int8"][:1].float() / mct["images_step"]
     with torch.no_grad():
         fused = model.multiscale_cams(images, mct["labels"][:1])
-    case = f"{version}/cam_s1"
     torch.testing.assert_close(fused[0, mct[f"{case}/classes"]], mct[f"{case}/final"], rtol=0, atol=1e-5)
 
 
