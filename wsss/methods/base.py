@@ -31,7 +31,8 @@ class BaseTask(L.LightningModule):
     class tokens, position tables) no weight decay, as timm's / DeiT's optimiser factory does; off, every
     parameter is decayed (the IRN / SIPE / CRT / SASFormer / sparse-ViT optimisers). ``lr_reference_batch``
     scales the learning rate linearly with the global batch (per-process batch × processes × gradient
-    accumulation): ``lr × global_batch / lr_reference_batch``, DeiT's and MCTformer's rule (5e-4 × batch / 512).
+    accumulation): ``lr × global_batch / lr_reference_batch``, DeiT's and MCTformer's rule (5e-4 ×
+    batch / 512).
     Subclasses implement ``training_losses(batch)``; every term is logged as ``train/<name>``.
     """
 
@@ -50,7 +51,7 @@ class BaseTask(L.LightningModule):
     ) -> None:
         super().__init__()
         if lr_reference_batch is not None and lr_reference_batch < 1:
-            raise ValueError(f"lr_reference_batch must be a positive batch size or None, got {lr_reference_batch}")
+            raise ValueError(f"lr_reference_batch must be a positive batch or None, got {lr_reference_batch}")
         self.save_hyperparameters()
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
