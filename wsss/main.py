@@ -1,10 +1,12 @@
 """The ``wsss`` command line: LightningCLI (fit, validate, test, predict) + extra commands."""
 
 import importlib
+import itertools
 import os
 import sys
 import traceback
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
@@ -14,8 +16,10 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from wsss.data.base import WSSSDataModule
+from wsss.models.weights import WeightsNotFoundError
 from wsss.recipes import expand_config_args
 from wsss.trainer import Trainer
 
@@ -27,7 +31,10 @@ EXTRA_COMMANDS = {
     "sweep": "wsss.sweep",
     "resume": "wsss.resume",
     "affinity-labels": "wsss.pseudo.confident",
+    "check": "wsss.check",
 }
+#: the model arguments that take an ImageNet checkpoint
+WEIGHTS_KEYS = ("weights", "cnn_weights", "vit_weights", "encoder_weights")
 
 
 class ConfigSaver(SaveConfigCallback):
@@ -45,7 +52,12 @@ class WSSSCLI(LightningCLI):
     """LightningCLI in subclass mode that links the data's class and band counts into the model.
 
     A ``checkpoint`` group (ModelCheckpoint) always keeps ``last.ckpt``, which ``wsss resume`` continues from.
+    ``recipes``: the recipe files given with ``--config``, for :func:`scratch_warning`.
     """
+
+    def __init__(self, *args, recipes: Sequence[str] = (), **kwargs) -> None:
+        self.recipes = list(recipes)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         """Every model takes ``num_classes`` and ``in_channels`` from the data; last.ckpt is always kept."""
@@ -55,8 +67,14 @@ class WSSSCLI(LightningCLI):
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """A wsss ``WandbLogger`` without ``save_dir`` writes into ``trainer.default_root_dir``."""
-        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
+        """A wsss ``WandbLogger`` without ``save_dir`` writes into ``trainer.default_root_dir``; a paper
+        recipe about to train from random weights says so (:func:`scratch_warning`)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in (None, "fit") and not config.get("ckpt_path"):
+            warning = scratch_warning(self.recipes, config.model)
+            if warning and rank_zero_only.rank == 0:
+                print(warning, file=sys.stderr)
+        trainer = config.trainer
         loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
         for logger in loggers:
             is_wandb = getattr(logger, "class_path", None) == "wsss.loggers.WandbLogger"
@@ -70,6 +88,31 @@ class WSSSCLI(LightningCLI):
         if trainer_config.get("enable_checkpointing") is False:
             keys = [key for key in keys if key != "checkpoint"]
         return self._instantiate_trainer(trainer_config, [self._get(self.config_init, key) for key in keys])
+
+
+def recipe_files(args: Sequence[str]) -> list[str]:
+    """The recipe files named by ``--config`` in ``args``."""
+    values = [b for a, b in itertools.pairwise(args) if a == "--config"]
+    values += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    return [v for v in values if v.endswith((".yaml", ".yml"))]
+
+
+def scratch_warning(recipes: Sequence[str], model) -> str:
+    """A loud warning when a paper recipe (any but ``*_synthetic``) leaves an ImageNet checkpoint argument of
+    the model (:data:`WEIGHTS_KEYS`) null: the paper never trains that network from scratch."""
+    paper = [Path(r).stem for r in recipes if not Path(r).stem.endswith("_synthetic")]
+    init_args = getattr(model, "init_args", None)
+    unset = [k for k in WEIGHTS_KEYS if init_args is not None and k in init_args and init_args[k] is None]
+    if not paper or not unset:
+        return ""
+    keys = ", ".join(f"model.init_args.{k}" for k in unset)
+    return (
+        f"wsss: WARNING: {paper[-1]} is a paper recipe, but {keys} is null: the network starts from random "
+        "weights, which the paper never does (it starts from ImageNet weights).\n"
+        f"wsss: WARNING: pass the checkpoint (--{keys.split(', ')[0]}=PATH; README.md, 'Your data, your "
+        f"weights') and try `wsss check --config {recipes[-1]} ...` first. Ignore this only if training from "
+        "scratch is what you want."
+    )
 
 
 def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
@@ -91,6 +134,7 @@ def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
             save_config_kwargs={"overwrite": True},
             args=expand_config_args(args),
             run=run,
+            recipes=recipe_files(args),
         )
 
 
@@ -107,8 +151,9 @@ def user_error(err: BaseException) -> BaseException | None:
 
 
 def synthetic_hint(argv: list[str], err: BaseException) -> str:
-    """Name the synthetic twin of the recipe when a missing dataset stopped it."""
-    if not isinstance(err, FileNotFoundError) or "--config" not in argv[:-1]:
+    """Name the synthetic twin of the recipe when a missing dataset (not weights) stopped it."""
+    dataset = isinstance(err, FileNotFoundError) and not isinstance(err, WeightsNotFoundError)
+    if not dataset or "--config" not in argv[:-1]:
         return ""
     recipe = Path(argv[argv.index("--config") + 1])
     stem = recipe.stem

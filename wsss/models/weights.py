@@ -92,16 +92,18 @@ def read_state_dict(weights: str | Path) -> dict[str, Tensor]:
     try:
         state = _load_any(path)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in str(err):
+        blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if blocked:
             raise WeightsError(
-                f"weights file {path} holds pickled Python objects besides tensors ({reason[:160]}); if you "
+                f"weights file {path} holds pickled Python objects besides tensors ({blocked[1]}); if you "
                 "trust it, save its state dict alone (torch.save(torch.load(f, weights_only=False)['model'], "
                 "'clean.pth')) and pass that"
             ) from err
+        lines = [line.strip() for line in str(err).split("WeightsUnpickler error:")[-1].splitlines()]
+        reason = next((line for line in lines if line), type(err).__name__)
         raise WeightsError(
-            f"weights file {path} cannot be read ({type(err).__name__}: {reason[:160]}): it is truncated, "
-            "corrupt or not a PyTorch / safetensors checkpoint; download it again"
+            f"weights file {path} cannot be read ({reason[:120]}): it is truncated, corrupt or not a "
+            "PyTorch / safetensors checkpoint; download it again"
         ) from err
     lightning = isinstance(state, Mapping) and "pytorch-lightning_version" in state
     while isinstance(state, Mapping) and not any(isinstance(v, Tensor) for v in state.values()):
