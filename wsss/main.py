@@ -67,19 +67,23 @@ class WSSSCLI(LightningCLI):
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """A wsss ``WandbLogger`` without ``save_dir`` writes into ``trainer.default_root_dir``; a paper
-        recipe about to train from random weights says so (:func:`scratch_warning`)."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if self.subcommand in (None, "fit") and not config.get("ckpt_path"):
-            warning = scratch_warning(self.recipes, config.model)
-            if warning and rank_zero_only.rank == 0:
-                print(warning, file=sys.stderr)
-        trainer = config.trainer
+        """A wsss ``WandbLogger`` without ``save_dir`` writes into ``trainer.default_root_dir``."""
+        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
         loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
         for logger in loggers:
             is_wandb = getattr(logger, "class_path", None) == "wsss.loggers.WandbLogger"
             if is_wandb and not logger.init_args.save_dir:
                 logger.init_args.save_dir = trainer.default_root_dir or os.getcwd()
+
+    def instantiate_classes(self) -> None:
+        """Build data, model and trainer; then a paper recipe about to train from random weights says so
+        (:func:`scratch_warning`; fit and ``wsss check`` only, not when resuming from ``ckpt_path``)."""
+        super().instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in (None, "fit") and not config.get("ckpt_path"):
+            warning = scratch_warning(self.recipes, config.model)
+            if warning and rank_zero_only.rank == 0:
+                print(warning, file=sys.stderr)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """The trainer with the ``checkpoint`` callback, unless ``trainer.enable_checkpointing`` is false."""
