@@ -16,6 +16,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from wsss.methods.bitrans import BiTrans
 from wsss.methods.cam_baseline import CAMBaseline
 from wsss.methods.crt import CRT
 from wsss.methods.mctformer import MCTformer
@@ -58,6 +59,10 @@ def test_deit_release_loads_into_mctformer_and_crt_and_sets_every_tensor(tmp_pat
     assert report.loaded == report.total == len(state) - 2 and report.new == ()  # all but the ImageNet head
     assert torch.equal(mct.net.vit.blocks[1].mlp.fc2.weight, state["blocks.1.mlp.fc2.weight"])
     assert torch.equal(mct.net.class_tokens[0, 2], state["cls_token"][0, 0])  # [CLS] repeated per class
+    bitrans = BiTrans(backbone="deit_tiny_patch16_224", weights=str(tmp_path / "deit_tiny.pth"),
+                      num_classes=3, cam_layers=2, img_size=32, drop_path_rate=0.0,
+                      backbone_kwargs=vit_kwargs)
+    assert [r.loaded for r in weights_reports(bitrans)] == [len(state) - 2]
     crt = CRT(cnn_backbone="resnet18", vit="deit_tiny_patch16_224", vit_kwargs=DEIT, num_classes=3,
               vit_weights=str(tmp_path / "deit_tiny.pth"))
     assert torch.equal(crt.transformer.vit.patch_embed.proj.weight, state["patch_embed.proj.weight"])
@@ -71,10 +76,10 @@ def test_microsoft_swin_release_timm_features_and_snapshot_folder_load_into_swtf
     source_state = source.state_dict()
     features = {k: source_state[k.replace("layers_", "layers.")] for k in features}
     torch.save(features, tmp_path / "features_only.pth")
-    snapshot = tmp_path / "models--timm--swin_tiny_patch4_window7_224.ms_in1k"
-    snapshot.mkdir()
-    save_file(source.state_dict(), snapshot / "model.safetensors")
-    for weights in ("swin_tiny_patch4_window7_224.pth", "features_only.pth", snapshot.name):
+    cache = tmp_path / "models--timm--swin_tiny_patch4_window7_224.ms_in1k"  # a Hugging Face hub cache entry
+    (cache / "snapshots/0123abc").mkdir(parents=True)
+    save_file(source.state_dict(), cache / "snapshots/0123abc/model.safetensors")
+    for weights in ("swin_tiny_patch4_window7_224.pth", "features_only.pth", cache.name):
         model = SWTformer(version="v1", weights=str(tmp_path / weights), backbone_overrides=SWIN,
                           hff_dims=(8, 8, 8, 8), num_classes=3)
         (report,) = weights_reports(model)
@@ -130,6 +135,13 @@ def test_a_resnet_file_into_deit_is_one_line_naming_the_file_and_keys(tmp_path: 
     assert "\n" not in message and str(tmp_path / "resnet18.pth") in message
     assert "does not fit deit_tiny_patch16_224: 30 of the network's 30 tensors missing (cls_token" in message
     assert "102 tensor(s) it does not have (conv1.weight" in message and "(+99 more)" in message
+
+
+def test_a_deit_file_into_swtformer_is_an_error(tmp_path: Path):
+    deit_release(tmp_path / "deit.pth")
+    with pytest.raises(WeightsError, match=r"deit\.pth does not fit swin_tiny_patch4_window7_224: \d+ of the "
+                                           r"network's \d+ tensors missing \(patch_embed\.norm\.weight"):
+        SWTformer(version="v1", weights=str(tmp_path / "deit.pth"), backbone_overrides=SWIN, num_classes=3)
 
 
 def test_a_shallower_resnet_file_into_crts_cnn_is_an_error(tmp_path: Path):
