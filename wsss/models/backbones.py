@@ -13,9 +13,7 @@ from torch import nn
 
 from wsss.models.weights import WeightsError, counted, judge_load, read_state_dict, weights_path
 
-__all__ = ["check_weights_path", "create_cnn_features", "create_timm_model"]
-
-check_weights_path = weights_path
+check_weights_path = weights_path  # the former name, still imported elsewhere
 #: how torch reports a tensor of another shape in a state dict
 SIZE_MISMATCH = re.compile(
     r"size mismatch for ([\w.]+): copying a param with shape torch.Size\((\[[\d, ]*\])\) from checkpoint, "
@@ -28,7 +26,12 @@ UNFLATTENED = re.compile(r"^(layers|stages)\.(\d+)\.")
 @contextmanager
 def _timm_loads_from(state: dict, path: Path, name: str, seen: dict) -> Iterator[None]:
     """While active, timm's pretrained loading reads ``state`` (through its own checkpoint filter, stem and
-    head adaptation) and records the keys that did not load in ``seen`` instead of failing or warning."""
+    head adaptation) and records the keys that did not load in ``seen`` instead of failing or warning.
+
+    timm keeps the model-specific checkpoint filter (e.g. Microsoft's Swin layout) inside
+    ``build_model_with_cfg`` and loads non-strictly whenever it drops the classifier, without returning what
+    was missing; wrapping its ``load_pretrained`` is the one place where the model and the load result meet.
+    """
     original = timm_builder.load_pretrained
 
     def load_and_record(model: nn.Module, pretrained_cfg: dict, *args, **kwargs) -> None:

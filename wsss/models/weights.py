@@ -38,6 +38,10 @@ class WeightsNotFoundError(FileNotFoundError):
     """A weights path that does not exist (wsss never downloads weights)."""
 
 
+class LightningState(dict):
+    """A state dict read from a Lightning checkpoint (a failed load then hints at ``--ckpt_path``)."""
+
+
 def counted(keys: list[str]) -> list[str]:
     """The keys that count as weights: all but BatchNorm's step counters (torch never reports them)."""
     return [k for k in keys if not k.endswith("num_batches_tracked")]
@@ -122,13 +126,7 @@ def read_state_dict(weights: str | Path) -> dict[str, Tensor]:
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k.removeprefix(prefix): v for k, v in tensors.items()}
     tensors = {FLATTENED.sub(r"\1.\2.", k): v for k, v in tensors.items()}
-    if lightning:
-        tensors = _LightningState(tensors)
-    return tensors
-
-
-class _LightningState(dict):
-    """A state dict read from a Lightning checkpoint (for the hint of a failed load)."""
+    return LightningState(tensors) if lightning else tensors
 
 
 @dataclass(frozen=True)
@@ -156,14 +154,16 @@ def judge_load(
     lacking = [k for k in counted(list(missing)) if not k.startswith(is_head)]
     unexpected = counted(list(unexpected))
     if lacking or unexpected or mismatched:
-        problems = [f"{len(lacking)} of the network's {total} tensors missing ({abbreviate(lacking)})"]
-        problems = problems if lacking else []
+        problems = []
+        if lacking:
+            problems.append(f"{len(lacking)} of the network's {total} tensors missing "
+                            f"({abbreviate(lacking)})")
         if unexpected:
             problems.append(f"{len(unexpected)} tensor(s) it does not have ({abbreviate(unexpected)})")
         if mismatched:
             problems.append(f"{len(mismatched)} of another shape ({abbreviate(mismatched, 2)})")
         hint = (" It is a Lightning checkpoint of a whole run: continue that run with --ckpt_path (or "
-                "`wsss resume`) instead." if isinstance(state, _LightningState) else "")
+                "`wsss resume`) instead." if isinstance(state, LightningState) else "")
         raise WeightsError(
             f"weights file {path} does not fit {model}: {'; '.join(problems)}. Pass a checkpoint of {model} "
             f"({HELP}), or no weights to start from scratch.{hint}"
