@@ -144,6 +144,16 @@ def test_a_deit_file_into_swtformer_is_an_error(tmp_path: Path):
         SWTformer(version="v1", weights=str(tmp_path / "deit.pth"), backbone_overrides=SWIN, num_classes=3)
 
 
+def test_a_deeper_swin_fails_inside_timms_conversion_as_one_line(tmp_path: Path):
+    """Swin-S into Swin-T at test size: timm's Swin filter looks up blocks the smaller model lacks."""
+    deeper = timm.create_model("swin_tiny_patch4_window7_224", **SWIN).state_dict()
+    torch.save(deeper, tmp_path / "deeper.pth")
+    with pytest.raises(WeightsError, match=r"deeper\.pth does not fit swin_tiny_patch4_window7_224: timm's "
+                                           r"conversion of it failed \(AttributeError: "):
+        SWTformer(version="v1", weights=str(tmp_path / "deeper.pth"), num_classes=3,
+                  backbone_overrides=SWIN | {"depths": (1, 1, 1, 1)})
+
+
 def test_a_shallower_resnet_file_into_crts_cnn_is_an_error(tmp_path: Path):
     """The measured case, ResNet-50 into CRT's ResNet-152, with the same block type at test size."""
     torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "resnet18.pth")

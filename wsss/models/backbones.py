@@ -49,16 +49,17 @@ def _timm_loads_from(state: dict, path: Path, name: str, seen: dict) -> Iterator
         except RuntimeError as err:  # shapes that do not fit: torch lists them after the key check
             mismatched = [f"{m[1]}: {m[2]} vs {m[3]}" for m in SIZE_MISMATCH.finditer(str(err))]
             if not mismatched:
-                first = str(err).splitlines()[0]
+                first = (str(err).splitlines() or [""])[0]
                 raise WeightsError(f"weights file {path} does not fit {name}: {first}") from err
             total = len(counted(list(model.state_dict())))
             missing, unexpected = seen.get("missing", []), seen.get("unexpected", [])
             judge_load(path, name, state, total, missing, unexpected, mismatched)  # raises: shapes differ
             raise
-        except (KeyError, IndexError, AttributeError, TypeError) as err:  # inside timm's checkpoint filter
+        except Exception as err:  # inside timm's checkpoint filter or stem adaptation
+            first = (str(err).splitlines() or [""])[0]
             raise WeightsError(
                 f"weights file {path} does not fit {name}: timm's conversion of it failed "
-                f"({type(err).__name__}: {err}). Pass a checkpoint of {name}, or no weights"
+                f"({type(err).__name__}: {first}). Pass a checkpoint of {name}, or no weights"
             ) from err
         finally:
             hook.remove()
