@@ -59,11 +59,13 @@ def test_a_missing_weights_file_gets_no_dataset_hint(synthetic_voc: Path, tmp_pa
     assert "Without the dataset" not in line and "synthetic" not in line
 
 
-def test_check_reports_weights_classes_splits_and_a_batch(tmp_path: Path, tiny_fit_args: list[str], capsys):
+def test_check_reports_weights_classes_splits_and_a_batch(tmp_path: Path, tiny_fit_args: list[str], capsys,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
     snapshot = tmp_path / "resnet18.a1_in1k"  # a Hugging Face snapshot folder
     snapshot.mkdir()
     save_file(timm.create_model("resnet18").state_dict(), snapshot / "model.safetensors")
-    code, out, err = run(["check", "--config", SYNTHETIC, *tiny_fit_args,
+    code, out, err = run(["check", "--step", "--config", SYNTHETIC, *tiny_fit_args,
                           f"--model.init_args.weights={snapshot}"], capsys)
     assert code == 0 and "WARNING" not in err
     lines = dict(line.split(maxsplit=1) for line in out.splitlines() if line[:1].isalpha())
@@ -72,6 +74,8 @@ def test_check_reports_weights_classes_splits_and_a_batch(tmp_path: Path, tiny_f
     assert lines["train"] == "split 'train_aug': 32 samples" and lines["val"] == "split 'val': 8 samples"
     assert lines["batch"].startswith("image (8, 3, 48, 48) float32; mask (8, 48, 48) int64")
     assert "cls_labels (8, 5) float32" in lines["batch"]
+    assert lines["step"].startswith("1 training + 1 validation batch on cpu: train/loss ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [snapshot.name]  # nothing written
 
 
 def test_a_paper_recipe_without_weights_warns_at_start(synthetic_voc: Path, capsys):

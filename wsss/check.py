@@ -2,7 +2,9 @@
 
 Builds the recipe's data and model exactly as ``wsss fit`` would (same arguments and overrides), then prints
 what every weights file loaded, the classes, the sample count of each split, and the shapes of one training
-batch. Nothing is trained or written. A problem stops it with the same one-line error ``wsss fit`` would give.
+batch. ``--step`` also runs one training and one validation batch (Lightning's ``fast_dev_run``, one device,
+no logger, checkpoint or callbacks). Nothing is written. A problem stops it with the same one-line error
+``wsss fit`` would give.
 """
 
 import sys
@@ -12,6 +14,7 @@ from torch import Tensor
 
 from wsss.main import make_cli
 from wsss.models.weights import weights_reports
+from wsss.trainer import Trainer
 
 ROLES = ("train", "val", "test", "predict")
 
@@ -25,8 +28,9 @@ def describe(value: object) -> str:
     return type(value).__name__
 
 
-def check(args: Sequence[str]) -> list[str]:
-    """The report lines of a dry run of ``args`` (``--config RECIPE`` and overrides)."""
+def check(args: Sequence[str], step: bool = False) -> list[str]:
+    """The report lines of a dry run of ``args`` (``--config RECIPE`` and overrides); ``step`` runs one
+    training and one validation batch too."""
     cli = make_cli(list(args), run=False)
     model, data = cli.model, cli.datamodule
     lines = [f"model    {type(model).__name__}: {sum(p.numel() for p in model.parameters()):,} parameters"]
@@ -44,9 +48,17 @@ def check(args: Sequence[str]) -> list[str]:
     skipped = data.skipped_samples
     if skipped:
         lines.append(f"skipped  {len(skipped)} bad sample file(s), e.g. {skipped[0][0]}: {skipped[0][1]}")
+    if step:
+        trainer = Trainer(fast_dev_run=1, devices=1, logger=False, enable_checkpointing=False, callbacks=[],
+                          enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(model, datamodule=data)
+        metrics = ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items()))
+        lines.append(f"step     1 training + 1 validation batch on {trainer.strategy.root_device}: {metrics}")
     return lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``wsss check``."""
-    print("\n".join(check(sys.argv[1:] if argv is None else argv)))
+    """Entry point of ``wsss check [--step] --config RECIPE [overrides]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    step = "--step" in args
+    print("\n".join(check([a for a in args if a != "--step"], step)))
