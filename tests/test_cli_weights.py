@@ -93,6 +93,9 @@ def test_the_scratch_warning_names_every_null_checkpoint_argument():
     crt = {"class_path": "wsss.methods.crt.CRT", "init_args": {"cnn_weights": None, "vit_weights": "d.pth"}}
     model = dict_to_namespace(crt)
     assert "model.init_args.cnn_weights is null" in scratch_warning(["recipes/crt_voc.yaml"], model)
+    model.init_args.vit_weights = None
+    assert "model.init_args.cnn_weights, model.init_args.vit_weights are null" in scratch_warning(
+        ["recipes/crt_voc.yaml"], model)
     assert scratch_warning(["recipes/crt_synthetic.yaml"], model) == ""
-    model.init_args.cnn_weights = "resnet152.pth"
+    model.init_args.cnn_weights, model.init_args.vit_weights = "resnet152.pth", "deit_small.pth"
     assert scratch_warning(["recipes/crt_voc.yaml"], model) == ""

@@ -111,11 +111,11 @@ def scratch_warning(recipes: Sequence[str], model) -> str:
         return ""
     keys = ", ".join(f"model.init_args.{k}" for k in unset)
     return (
-        f"wsss: WARNING: {paper[-1]} is a paper recipe, but {keys} is null: the network starts from random "
-        "weights, which the paper never does (it starts from ImageNet weights).\n"
-        f"wsss: WARNING: pass the checkpoint (--{keys.split(', ')[0]}=PATH; README.md, 'Your data, your "
-        f"weights') and try `wsss check --config {recipes[-1]} ...` first. Ignore this only if training from "
-        "scratch is what you want."
+        f"wsss: WARNING: {paper[-1]} is a paper recipe, but {keys} {'is' if len(unset) == 1 else 'are'} "
+        "null: the network starts from random weights, which the paper never does (it starts from ImageNet "
+        "weights).\n"
+        f"wsss: WARNING: pass the checkpoint, e.g. --model.init_args.{unset[0]}=PATH (README.md, 'Your data, "
+        "your weights'); ignore this only if training from scratch is what you want."
     )
 
 
