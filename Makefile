@@ -13,7 +13,7 @@ CKPT ?=
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: demo test test-fast train predict sweep bench lint clean
+.PHONY: demo test test-fast train check predict sweep bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test-fast: $(BIN)/.installed
 
 train: $(BIN)/.installed  ## RESUME=1 continues the recipe's last run from its last.ckpt
 	$(BIN)/wsss $(if $(RESUME),resume,fit) --config recipes/$(RECIPE).yaml $(ARGS)
+
+check: $(BIN)/.installed  ## dry run of a recipe: weights loaded, classes, samples per split, one batch
+	$(BIN)/wsss check --config recipes/$(RECIPE).yaml $(ARGS)
 
 predict: $(BIN)/.installed
 	@test -n "$(CKPT)" || { echo "usage: make predict RECIPE=<name> CKPT=<path to .ckpt>"; exit 2; }

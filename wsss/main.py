@@ -1,10 +1,12 @@
 """The ``wsss`` command line: LightningCLI (fit, validate, test, predict) + extra commands."""
 
 import importlib
+import itertools
 import os
 import sys
 import traceback
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
@@ -14,8 +16,10 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from wsss.data.base import WSSSDataModule
+from wsss.models.weights import WeightsNotFoundError
 from wsss.recipes import expand_config_args
 from wsss.trainer import Trainer
 
@@ -27,7 +31,10 @@ EXTRA_COMMANDS = {
     "sweep": "wsss.sweep",
     "resume": "wsss.resume",
     "affinity-labels": "wsss.pseudo.confident",
+    "check": "wsss.check",
 }
+#: the model arguments that take an ImageNet checkpoint
+WEIGHTS_KEYS = ("weights", "cnn_weights", "vit_weights", "encoder_weights")
 
 
 class ConfigSaver(SaveConfigCallback):
@@ -45,7 +52,12 @@ class WSSSCLI(LightningCLI):
     """LightningCLI in subclass mode that links the data's class and band counts into the model.
 
     A ``checkpoint`` group (ModelCheckpoint) always keeps ``last.ckpt``, which ``wsss resume`` continues from.
+    ``recipes``: the recipe files given with ``--config``, for :func:`scratch_warning`.
     """
+
+    def __init__(self, *args, recipes: Sequence[str] = (), **kwargs) -> None:
+        self.recipes = list(recipes)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         """Every model takes ``num_classes`` and ``in_channels`` from the data; last.ckpt is always kept."""
@@ -63,6 +75,16 @@ class WSSSCLI(LightningCLI):
             if is_wandb and not logger.init_args.save_dir:
                 logger.init_args.save_dir = trainer.default_root_dir or os.getcwd()
 
+    def instantiate_classes(self) -> None:
+        """Build data, model and trainer; then a paper recipe about to train from random weights says so
+        (:func:`scratch_warning`; fit and ``wsss check`` only, not when resuming from ``ckpt_path``)."""
+        super().instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in (None, "fit") and not config.get("ckpt_path"):
+            warning = scratch_warning(self.recipes, config.model)
+            if warning and rank_zero_only.rank == 0:
+                print(warning, file=sys.stderr)
+
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """The trainer with the ``checkpoint`` callback, unless ``trainer.enable_checkpointing`` is false."""
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
@@ -70,6 +92,31 @@ class WSSSCLI(LightningCLI):
         if trainer_config.get("enable_checkpointing") is False:
             keys = [key for key in keys if key != "checkpoint"]
         return self._instantiate_trainer(trainer_config, [self._get(self.config_init, key) for key in keys])
+
+
+def recipe_files(args: Sequence[str]) -> list[str]:
+    """The recipe files named by ``--config`` in ``args``."""
+    values = [b for a, b in itertools.pairwise(args) if a == "--config"]
+    values += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    return [v for v in values if v.endswith((".yaml", ".yml"))]
+
+
+def scratch_warning(recipes: Sequence[str], model) -> str:
+    """A loud warning when a paper recipe (any but ``*_synthetic``) leaves an ImageNet checkpoint argument of
+    the model (:data:`WEIGHTS_KEYS`) null: the paper never trains that network from scratch."""
+    paper = [Path(r).stem for r in recipes if not Path(r).stem.endswith("_synthetic")]
+    init_args = getattr(model, "init_args", None)
+    unset = [k for k in WEIGHTS_KEYS if init_args is not None and k in init_args and init_args[k] is None]
+    if not paper or not unset:
+        return ""
+    keys = ", ".join(f"model.init_args.{k}" for k in unset)
+    return (
+        f"wsss: WARNING: {paper[-1]} is a paper recipe, but {keys} {'is' if len(unset) == 1 else 'are'} "
+        "null: the network starts from random weights, which the paper never does (it starts from ImageNet "
+        "weights).\n"
+        f"wsss: WARNING: pass the checkpoint, e.g. --model.init_args.{unset[0]}=PATH (README.md, 'Your data, "
+        "your weights'); ignore this only if training from scratch is what you want."
+    )
 
 
 def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
@@ -91,6 +138,7 @@ def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
             save_config_kwargs={"overwrite": True},
             args=expand_config_args(args),
             run=run,
+            recipes=recipe_files(args),
         )
 
 
@@ -107,8 +155,9 @@ def user_error(err: BaseException) -> BaseException | None:
 
 
 def synthetic_hint(argv: list[str], err: BaseException) -> str:
-    """Name the synthetic twin of the recipe when a missing dataset stopped it."""
-    if not isinstance(err, FileNotFoundError) or "--config" not in argv[:-1]:
+    """Name the synthetic twin of the recipe when a missing dataset (not weights) stopped it."""
+    dataset = isinstance(err, FileNotFoundError) and not isinstance(err, WeightsNotFoundError)
+    if not dataset or "--config" not in argv[:-1]:
         return ""
     recipe = Path(argv[argv.index("--config") + 1])
     stem = recipe.stem

@@ -4,10 +4,13 @@ from pathlib import Path
 from typing import Literal
 
 import segmentation_models_pytorch as smp
-import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from wsss.models.backbones import check_weights_path
+from wsss.models.weights import load_strictly, weights_path
+
+#: classifier prefixes of ImageNet checkpoints that an smp encoder does not have (torchvision / NVlabs MiT)
+ENCODER_HEADS = ("fc", "head", "classifier")
 
 SegmenterArch = Literal["unet", "deeplabv3plus", "segformer"]
 
@@ -19,8 +22,10 @@ def create_segmenter(
     classes: int,
     encoder_weights: str | Path | None = None,
 ) -> nn.Module:
-    """An smp model; ``encoder_weights`` is a local 3-band encoder state dict, adapted to ``in_channels``."""
-    path = check_weights_path(encoder_weights)
+    """An smp model; ``encoder_weights`` is a local 3-band encoder checkpoint (the encoder's ImageNet release,
+    e.g. torchvision's ResNet or NVlabs' MiT ``.pth``, its classifier ignored), loaded strictly and adapted
+    to ``in_channels``; the encoder carries its ``weights_report``."""
+    path = weights_path(encoder_weights)
     model = smp.create_model(
         arch,
         encoder_name=encoder,
@@ -29,11 +34,9 @@ def create_segmenter(
         classes=classes,
     )
     if path is not None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            model.encoder.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(f"{path}: not a state dict of the {encoder!r} encoder ({err})") from err
+        report = load_strictly(model.encoder, path, f"the {encoder} encoder", ENCODER_HEADS)
+        model.encoder.weights_report = report
+        rank_zero_info(f"wsss: weights {report}")
         if in_channels != 3:
             model.encoder.set_in_channels(in_channels, pretrained=True)
     return model
