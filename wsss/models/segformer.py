@@ -13,6 +13,7 @@ key names: :func:`official_mit_state_dict` only unwraps and strips prefixes and 
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +35,20 @@ class AttentionLevel:
 
 @dataclass
 class SegmenterOutput:
-    """Logits at the input size, logits at the decoder's resolution of the padded input, the levels' A_l."""
+    """Logits at the decoder's resolution of the padded input, the levels' A_l, the padded and input sizes;
+    ``logits`` at the input size are computed on first use (a training step on decoder logits skips them)."""
 
-    logits: Tensor
     decoder_logits: Tensor
     levels: list[AttentionLevel]
     padded_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+    @cached_property
+    def logits(self) -> Tensor:
+        """Logits (B, C, H, W): decoder logits upsampled (bilinear) to the padded input, cropped to the input."""
+        upsampled = F.interpolate(self.decoder_logits, size=self.padded_size, mode="bilinear",
+                                  align_corners=False)
+        return upsampled[..., : self.input_size[0], : self.input_size[1]]
 
 
 OFFICIAL_ENCODER_PREFIXES = ("backbone.", "encoder.")
@@ -120,9 +129,8 @@ class SegFormerWithAttention(nn.Module):
             if capture is not None:
                 capture.remove()
         decoder_logits = self.model.segmentation_head[0](decoded)  # the 1x1 conv; [1] is the x4 upsampling
-        logits = F.interpolate(decoder_logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
         levels = [] if capture is None else self._levels(capture.maps, features[2:])
-        return SegmenterOutput(logits[..., :h, :w], decoder_logits, levels, tuple(padded.shape[-2:]))
+        return SegmenterOutput(decoder_logits, levels, tuple(padded.shape[-2:]), (h, w))
 
     def _levels(self, maps: list[Tensor], stage_features: list[Tensor]) -> list[AttentionLevel]:
         levels, start = [], 0
@@ -170,13 +178,12 @@ class ViTSegmenter(nn.Module):
             if capture is not None:
                 capture.remove()
         decoder_logits = self.head(tokens).transpose(1, 2).reshape(images.shape[0], -1, *grid)
-        logits = F.interpolate(decoder_logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
         levels = [] if capture is None else [
             AttentionLevel(average_attention([capture.maps[i] for i in group], self.vit.num_prefix_tokens),
                            grid, grid)
             for group in self.groups
         ]
-        return SegmenterOutput(logits[..., :h, :w], decoder_logits, levels, tuple(padded.shape[-2:]))
+        return SegmenterOutput(decoder_logits, levels, tuple(padded.shape[-2:]), (h, w))
 
 
 def create_attention_segmenter(
