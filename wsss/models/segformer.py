@@ -45,7 +45,7 @@ class SegmenterOutput:
 
     @cached_property
     def logits(self) -> Tensor:
-        """Logits (B, C, H, W): decoder logits upsampled (bilinear) to the padded input, cropped to the input."""
+        """Logits (B, C, H, W): decoder logits upsampled bilinearly to the padded input, then cropped."""
         upsampled = F.interpolate(self.decoder_logits, size=self.padded_size, mode="bilinear",
                                   align_corners=False)
         return upsampled[..., : self.input_size[0], : self.input_size[1]]
