@@ -3,7 +3,6 @@
 import importlib
 import os
 import sys
-import traceback
 import warnings
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from wsss.data.base import WSSSDataModule
+from wsss.errors import exception_chain
 from wsss.recipes import expand_config_args
 from wsss.trainer import Trainer
 
@@ -95,14 +95,12 @@ def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
 
 
 def user_error(err: BaseException) -> BaseException | None:
-    """The innermost error of the chain that wsss raised about the user's input, else None."""
+    """The innermost error of the chain that wsss raised about the user's input (also in a worker)."""
     found = None
-    while err is not None:
-        frames = traceback.extract_tb(err.__traceback__)
-        raised_by_wsss = bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE)
-        if raised_by_wsss and isinstance(err, OSError | ValueError | ImportError):
-            found = err
-        err = err.__cause__ or err.__context__
+    for cause, filename in exception_chain(err):
+        raised_by_wsss = filename is not None and Path(filename).resolve().is_relative_to(PACKAGE)
+        if raised_by_wsss and isinstance(cause, OSError | ValueError | ImportError):
+            found = cause
     return found
 
 

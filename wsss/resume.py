@@ -2,20 +2,25 @@
 
 The run directory is the recipe's ``trainer.default_root_dir`` (the last ``--config`` and any
 ``--trainer.default_root_dir`` override win, as in LightningCLI; the current folder when unset). The newest
-``checkpoints/last.ckpt`` below it (``lightning_logs/version_*/checkpoints/last.ckpt`` with the default
-logger) is passed as ``--ckpt_path``, so Lightning restores the weights, the optimiser and the learning-rate
-schedule, the loops' progress (a mid-epoch checkpoint resumes that epoch) and the callbacks' state. A run
-writes ``last.ckpt`` only with a ``ModelCheckpoint(save_last=True)``. Resumed runs are not bit-identical
-to uninterrupted ones (Lightning #17543), but they take the same number of optimiser steps.
+``checkpoints/*.ckpt`` below it, normally ``lightning_logs/version_*/checkpoints/last.ckpt``, is passed as
+``--ckpt_path``, so Lightning restores the weights, the optimiser and the learning-rate schedule, the loops'
+progress (a mid-epoch checkpoint resumes that epoch) and the callbacks' state. A run writes ``last.ckpt``
+only with a ``ModelCheckpoint(save_last=True)``. Resumed runs are not bit-identical to uninterrupted ones
+(Lightning #17543), but they take the same number of optimiser steps.
+
+Every candidate is checked before it is used: a checkpoint that does not load (truncated by a full disk or a
+crash while it was copied) or holds weights only is passed over, with a note naming it, for the newest
+``checkpoints/*.ckpt`` that does load (wsss writes checkpoints atomically, so this concerns files written
+otherwise).
 """
 
+import sys
 from pathlib import Path
 
 import yaml
 
+from wsss.checkpointing import checkpoint_problem
 from wsss.recipes import load_recipe, merge
-
-LAST_CHECKPOINT = "last.ckpt"
 
 
 def option_values(argv: list[str], name: str) -> list[str]:
@@ -41,15 +46,37 @@ def run_directory(argv: list[str]) -> Path:
 
 
 def find_last_checkpoint(root: str | Path) -> Path:
-    """The most recently written ``checkpoints/last.ckpt`` below ``root``; a clear error if there is none."""
+    """The newest ``checkpoints/*.ckpt`` below ``root`` that can continue training (usually a ``last.ckpt``).
+
+    Unusable ones are passed over with a note on stderr; a clear error if none is usable.
+    """
     root = Path(root)
-    found = [path for path in root.glob(f"**/checkpoints/{LAST_CHECKPOINT}") if path.is_file()]
+    found = sorted(
+        (path for path in root.glob("**/checkpoints/*.ckpt") if path.is_file()), key=modified, reverse=True
+    )
     if not found:
         raise FileNotFoundError(
-            f"no checkpoints/{LAST_CHECKPOINT} below {root}: nothing to resume. Start the run with "
+            f"no checkpoint (checkpoints/*.ckpt) below {root}: nothing to resume. Start the run with "
             "`wsss fit` and a ModelCheckpoint with save_last: true (every_n_train_steps saves within epochs)"
         )
-    return max(found, key=lambda path: path.stat().st_mtime_ns)
+    passed_over = []
+    for path in found:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if passed_over:
+                print(f"wsss resume: continuing from {path}, the newest usable checkpoint", file=sys.stderr)
+            return path
+        passed_over.append(path)
+        print(f"wsss resume: skipping {path}: it {problem}", file=sys.stderr)
+    raise ValueError(
+        f"no checkpoint below {root} can continue the run: {len(passed_over)} checked, none loads with its "
+        f"training state (first: {passed_over[0]}); start again with `wsss fit`"
+    )
+
+
+def modified(path: Path) -> int:
+    """The modification time of ``path`` in nanoseconds."""
+    return path.stat().st_mtime_ns
 
 
 def resume_args(argv: list[str]) -> list[str]:
