@@ -58,6 +58,18 @@ def test_corrupt_jpeg_stops_fit_with_one_line_naming_it(voc_with_corrupt_jpeg, t
     assert err.startswith("wsss: error: ") and f"JPEGImages/{name}.jpg" in err and "\n" not in err
 
 
+def test_errors_in_dataloader_workers_read_as_without_workers(voc_with_corrupt_jpeg, tmp_path: Path, capsys):
+    root, _ = voc_with_corrupt_jpeg
+    reports = []
+    for workers in (0, 1):
+        args = [*voc_args(root, tmp_path / f"run{workers}"), f"--data.init_args.num_workers={workers}"]
+        with pytest.raises(SystemExit) as stopped:
+            main(["fit", *args])
+        reports.append((stopped.value.code, capsys.readouterr().err.strip().splitlines()[-1]))
+    assert reports[1] == reports[0] and reports[0][0] == 2
+    assert "Caught" not in reports[1][1] and "worker" not in reports[1][1]
+
+
 def test_skip_bad_samples_trains_and_writes_every_other_mask(voc_with_corrupt_jpeg, tmp_path: Path, caplog):
     root, name = voc_with_corrupt_jpeg
     run, masks = tmp_path / "run", tmp_path / "masks"

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from wsss.data.io import DataFileError
 from wsss.data.transforms import SampleTransform, build_transform
+from wsss.pseudo.io import check_mask_folder
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,8 @@ class WSSSDataModule(L.LightningDataModule, ABC):
 
     ``supervision``: "image" gives ``cls_labels`` (and ``mask`` where ground truth exists, for evaluation
     only); "point"/"scribble" add ``sparse`` to training samples; "dense" trains on ``mask``, read from
-    ``mask_dir/<name>.png`` when given (stage 3 on pseudo-masks; validation still reads the true masks).
+    ``mask_dir/<name>.png`` when given (stage 3 on pseudo-masks; validation still reads the true masks); a
+    wsss pseudo-mask folder must be the complete output of one run (its ``manifest.json``).
 
     ``skip_bad_samples`` skips missing or corrupt samples instead of failing, and logs them (path and
     reason) at the end of setup and at teardown.
@@ -208,6 +210,8 @@ class WSSSDataModule(L.LightningDataModule, ABC):
                 f"mask_dir {mask_dir} does not exist: write pseudo-masks there first (`wsss predict` with "
                 "the prediction writer)"
             )
+        if mask_dir is not None:
+            check_mask_folder(mask_dir)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
