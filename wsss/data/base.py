@@ -16,7 +16,8 @@ from typing import Any, Literal, TypeVar
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wsss.data.io import DataFileError
 from wsss.data.transforms import SampleTransform, build_transform
@@ -149,7 +150,8 @@ class WSSSDataModule(L.LightningDataModule, ABC):
 
     Train loader: normalise, random scale in ``scale_range``, pad (image 0 = mean, labels 255) and random
     crop to ``crop_size``, random horizontal flip; shuffled. Val/test/predict loaders: normalisation only,
-    the full image, ``eval_batch_size`` (above 1 only when all images share one size).
+    the full image, ``eval_batch_size`` (above 1 only when all images share one size); under DDP each of
+    their samples is evaluated exactly once (no padding by repeated samples).
 
     ``supervision``: "image" gives ``cls_labels`` (and ``mask`` where ground truth exists, for evaluation
     only); "point"/"scribble" add ``sparse`` to training samples; "dense" trains on ``mask``, read from
@@ -279,8 +281,22 @@ class WSSSDataModule(L.LightningDataModule, ABC):
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else self.evaluation_sampler(dataset),
             num_workers=self.num_workers,
             drop_last=shuffle and len(dataset) > batch_size,
+        )
+
+    def evaluation_sampler(self, dataset: WSSSDataset) -> Sampler | None:
+        """Under DDP, every evaluated sample on exactly one process; None (Lightning's choice) otherwise.
+
+        Lightning's ``DistributedSampler`` pads the split to a multiple of the process count by repeating
+        samples, which biases validation and test metrics; here the processes take one sample fewer or more.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size < 2 or len(dataset) < trainer.world_size:
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
     def train_dataloader(self) -> DataLoader:

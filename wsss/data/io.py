@@ -59,6 +59,15 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(H, W) of an image from its header alone; None when it cannot be read (reading it says why)."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def read_label_png(path: str | Path) -> np.ndarray:
     """Read a class-index PNG (palette or grey; 16-bit when its values fit) as an (H, W) uint8 array."""
     path = require_file(path)
