@@ -111,8 +111,11 @@ def dfc_config(tmp_path: Path, nan_policy: str) -> Path:
     return path
 
 
-def test_nan_sar_pixel_is_filled_and_training_stays_finite(tmp_path: Path):
+def test_nan_sar_pixel_is_filled_counted_and_training_stays_finite(tmp_path: Path, caplog):
     main(["fit", "--config", str(dfc_config(tmp_path, "fill")), *TINY_TRAINER])
+    assert "s1_0_p1.tif: filled 1 NaN, infinite or nodata pixel(s)" in caplog.text
+    # the summary at the end of fit: one tile of train and one of val
+    assert "DFC2020DataModule filled 2 NaN, infinite or nodata pixel(s) in 2 file(s)" in caplog.text
     ckpt = next((tmp_path / "run").glob("lightning_logs/version_0/checkpoints/*.ckpt"))
     weights = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     assert weights["backbone.conv1.weight"].shape[1] == 15

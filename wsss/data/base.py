@@ -102,6 +102,7 @@ class WSSSDataset(Dataset, ABC):
         self.source = source
         self.skip_bad_samples = skip_bad_samples
         self.skipped: list[tuple[str, str]] = list(skipped or [])
+        self.filled: dict[str, int] = {}
         self._bad: set[int] = set()
         self._seeded_pid: int | None = None
 
@@ -112,6 +113,13 @@ class WSSSDataset(Dataset, ABC):
     def load(self, index: int) -> dict[str, Any]:
         """Raw sample ``index``: ``image`` (H, W, C) float32 in the raw pixel scale, optional ``mask``,
         ``sparse`` (H, W) uint8 and ``boxes`` (N, 4), and the other keys (``name``, ``cls_labels``, ...)."""
+
+    def note_filled(self, path: str | Path, count: int) -> None:
+        """Record that ``count`` invalid (NaN, infinite or nodata) pixels of ``path`` were filled; logged the
+        first time in each process (a DataLoader worker logs its own)."""
+        if str(path) not in self.filled:
+            log.warning("%s: filled %d NaN, infinite or nodata pixel(s)", path, count)
+        self.filled[str(path)] = count
 
     def finish(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Complete a transformed sample (readers whose labels depend on the crop override this)."""
@@ -269,11 +277,17 @@ class WSSSDataModule(L.LightningDataModule, ABC):
         return [item for dataset in self.datasets.values() for item in dataset.skipped]
 
     def log_skipped(self) -> None:
-        """Log the list of skipped files with their reasons, if any."""
+        """Log the list of skipped files with their reasons, and the count of filled pixels, if any."""
         skipped = sorted(set(self.skipped_samples))
         if skipped:
             lines = "\n".join(f"  {path}: {reason}" for path, reason in skipped)
             log.warning("%s skipped %d sample file(s):\n%s", type(self).__name__, len(skipped), lines)
+        filled = {path: count for dataset in self.datasets.values() for path, count in dataset.filled.items()}
+        if filled:
+            log.warning(
+                "%s filled %d NaN, infinite or nodata pixel(s) in %d file(s) (first: %s)",
+                type(self).__name__, sum(filled.values()), len(filled), min(filled),
+            )
 
     def _loader(self, role: Role, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.dataset(role)
