@@ -1,10 +1,12 @@
 """The ``wsss`` command line: LightningCLI (fit, validate, test, predict) + extra commands."""
 
 import importlib
+import logging
 import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
 
@@ -17,10 +19,13 @@ from lightning.pytorch.loggers import WandbLogger
 from wsss.data.base import WSSSDataModule
 from wsss.errors import exception_chain
 from wsss.recipes import expand_config_args
+from wsss.resume import config_value
 from wsss.trainer import Trainer
 
 PACKAGE = Path(__file__).resolve().parent
 DATASET_SUFFIXES = ("_voc", "_coco", "_cub", "_dfc2020")
+LINKED = ("num_classes", "in_channels")  # data attributes that every model takes
+log = logging.getLogger(__name__)
 EXTRA_COMMANDS = {
     "synth": "wsss.data.synthetic",
     "demo": "wsss.demo",
@@ -45,14 +50,31 @@ class WSSSCLI(LightningCLI):
     """LightningCLI in subclass mode that links the data's class and band counts into the model.
 
     A ``checkpoint`` group (ModelCheckpoint) always keeps ``last.ckpt``, which ``wsss resume`` continues from.
+    ``given_model_args``: the linked model arguments as the recipe gives them; a value the data replaces is
+    logged.
     """
+
+    def __init__(self, *args, given_model_args: dict[str, Any] | None = None, **kwargs) -> None:
+        self.given_model_args = given_model_args or {}
+        super().__init__(*args, **kwargs)
+
+    def instantiate_classes(self) -> None:
+        """Instantiate as LightningCLI does; log each recipe value of a linked argument the data replaced."""
+        super().instantiate_classes()
+        for key, given in self.given_model_args.items():
+            actual = getattr(self.datamodule, key, None)
+            if given is not None and actual is not None and given != actual:
+                log.warning(
+                    "model.init_args.%s: %s from the recipe is replaced by the data's %s (data.%s is linked "
+                    "into the model)", key, given, actual, key,
+                )
 
     def add_arguments_to_parser(self, parser) -> None:
         """Every model takes ``num_classes`` and ``in_channels`` from the data; last.ckpt is always kept."""
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+        for key in LINKED:
+            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """A wsss ``WandbLogger`` without ``save_dir`` writes into ``trainer.default_root_dir``."""
@@ -70,6 +92,15 @@ class WSSSCLI(LightningCLI):
         if trainer_config.get("enable_checkpointing") is False:
             keys = [key for key in keys if key != "checkpoint"]
         return self._instantiate_trainer(trainer_config, [self._get(self.config_init, key) for key in keys])
+
+
+def given_value(args: list[str], key: str) -> Any:
+    """The value the recipes and overrides of ``args`` give to ``key``; None when unknown (the CLI reports a
+    broken recipe itself)."""
+    try:
+        return config_value(args, key)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
 
 
 def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
@@ -91,6 +122,7 @@ def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
             save_config_kwargs={"overwrite": True},
             args=expand_config_args(args),
             run=run,
+            given_model_args={key: given_value(args, f"model.init_args.{key}") for key in LINKED},
         )
 
 

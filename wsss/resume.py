@@ -16,6 +16,7 @@ otherwise).
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -34,15 +35,25 @@ def option_values(argv: list[str], name: str) -> list[str]:
     return values
 
 
-def run_directory(argv: list[str]) -> Path:
-    """The ``trainer.default_root_dir`` that ``wsss fit`` would use with these arguments."""
-    config: dict = {}
+def config_value(argv: list[str], key: str) -> Any:
+    """The value that ``argv``'s ``--config`` files (or YAML texts) and ``--key`` overrides give to the dotted
+    ``key`` (the last one wins, as in LightningCLI); None when none gives it."""
+    overrides = option_values(argv, key)
+    if overrides:
+        return yaml.safe_load(overrides[-1])
+    config: Any = {}
     for value in option_values(argv, "config"):
         inline = None if Path(value).is_file() else yaml.safe_load(value)
         config = merge(config, inline if isinstance(inline, dict) else load_recipe(value))
-    overrides = option_values(argv, "trainer.default_root_dir")
-    root = overrides[-1] if overrides else (config.get("trainer") or {}).get("default_root_dir")
-    return Path(root) if root else Path.cwd()
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def run_directory(argv: list[str]) -> Path:
+    """The ``trainer.default_root_dir`` that ``wsss fit`` would use with these arguments."""
+    root = config_value(argv, "trainer.default_root_dir")
+    return Path(str(root)) if root else Path.cwd()
 
 
 def find_last_checkpoint(root: str | Path) -> Path:
