@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from wsss.atomic import atomic_write
 from wsss.eval import SegmentationIoU, ThresholdSweepIoU, iou_table
 from wsss.pseudo.io import (
     check_output_dir,
@@ -140,8 +141,9 @@ class PseudoMaskWriter(BasePredictionWriter):
                 "seed_bg_threshold": float(self.seed_iou.best_threshold()),
             }
         if trainer.is_global_zero:
-            (self.staging / "metrics.json").write_text(json.dumps(self.results, indent=2))
-            (self.staging / "iou_table.md").write_text(table)
+            for name, text in (("metrics.json", json.dumps(self.results, indent=2)), ("iou_table.md", table)):
+                data = text.encode()
+                atomic_write(self.staging / name, lambda file, data=data: file.write(data), durable=False)
             rank_zero_info(table)
         for logger in trainer.loggers:
             logger.log_metrics({f"predict/{k}": v for k, v in self.results.items()})
