@@ -1,12 +1,11 @@
 """The ``wsss`` command line: LightningCLI (fit, validate, test, predict) + extra commands."""
 
 import importlib
-import logging
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
 
@@ -17,15 +16,13 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from wsss.data.base import WSSSDataModule
-from wsss.errors import exception_chain
 from wsss.recipes import expand_config_args
-from wsss.resume import config_value
+from wsss.replaced_args import linked_values, log_replaced
 from wsss.trainer import Trainer
+from wsss.worker_errors import worker_errors
 
 PACKAGE = Path(__file__).resolve().parent
 DATASET_SUFFIXES = ("_voc", "_coco", "_cub", "_dfc2020")
-LINKED = ("num_classes", "in_channels")  # data attributes that every model takes
-log = logging.getLogger(__name__)
 EXTRA_COMMANDS = {
     "synth": "wsss.data.synthetic",
     "demo": "wsss.demo",
@@ -50,31 +47,19 @@ class WSSSCLI(LightningCLI):
     """LightningCLI in subclass mode that links the data's class and band counts into the model.
 
     A ``checkpoint`` group (ModelCheckpoint) always keeps ``last.ckpt``, which ``wsss resume`` continues from.
-    ``given_model_args``: the linked model arguments as the recipe gives them; a value the data replaces is
-    logged.
     """
-
-    def __init__(self, *args, given_model_args: dict[str, Any] | None = None, **kwargs) -> None:
-        self.given_model_args = given_model_args or {}
-        super().__init__(*args, **kwargs)
-
-    def instantiate_classes(self) -> None:
-        """Instantiate as LightningCLI does; log each recipe value of a linked argument the data replaced."""
-        super().instantiate_classes()
-        for key, given in self.given_model_args.items():
-            actual = getattr(self.datamodule, key, None)
-            if given is not None and actual is not None and given != actual:
-                log.warning(
-                    "model.init_args.%s: %s from the recipe is replaced by the data's %s (data.%s is linked "
-                    "into the model)", key, given, actual, key,
-                )
 
     def add_arguments_to_parser(self, parser) -> None:
         """Every model takes ``num_classes`` and ``in_channels`` from the data; last.ckpt is always kept."""
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
-        for key in LINKED:
-            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse as LightningCLI does, noting first the linked values the recipes and overrides give."""
+        self.given_linked = linked_values(sys.argv[1:] if args is None else args)
+        super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
         """A wsss ``WandbLogger`` without ``save_dir`` writes into ``trainer.default_root_dir``."""
@@ -86,21 +71,16 @@ class WSSSCLI(LightningCLI):
                 logger.init_args.save_dir = trainer.default_root_dir or os.getcwd()
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
-        """The trainer with the ``checkpoint`` callback, unless ``trainer.enable_checkpointing`` is false."""
+        """The trainer with the ``checkpoint`` callback, unless ``trainer.enable_checkpointing`` is false.
+
+        Data and model exist by now: a linked value of the recipes that the data's replaced is logged first.
+        """
+        log_replaced(self.given_linked, self.datamodule)
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         keys = self._parser(self.subcommand).callback_keys
         if trainer_config.get("enable_checkpointing") is False:
             keys = [key for key in keys if key != "checkpoint"]
         return self._instantiate_trainer(trainer_config, [self._get(self.config_init, key) for key in keys])
-
-
-def given_value(args: list[str], key: str) -> Any:
-    """The value the recipes and overrides of ``args`` give to ``key``; None when unknown (the CLI reports a
-    broken recipe itself)."""
-    try:
-        return config_value(args, key)
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
 
 
 def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
@@ -122,17 +102,20 @@ def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
             save_config_kwargs={"overwrite": True},
             args=expand_config_args(args),
             run=run,
-            given_model_args={key: given_value(args, f"model.init_args.{key}") for key in LINKED},
         )
 
 
 def user_error(err: BaseException) -> BaseException | None:
-    """The innermost error of the chain that wsss raised about the user's input (also in a worker)."""
+    """The innermost error of the chain that wsss raised about the user's input, else None; a DataLoader
+    worker's error counts as raised inside the one carrying it, and ``raise ... from None`` ends the chain."""
     found = None
-    for cause, filename in exception_chain(err):
-        raised_by_wsss = filename is not None and Path(filename).resolve().is_relative_to(PACKAGE)
-        if raised_by_wsss and isinstance(cause, OSError | ValueError | ImportError):
-            found = cause
+    while err is not None:
+        frames = traceback.extract_tb(err.__traceback__)
+        for cause, filename in [(err, frames[-1].filename if frames else None), *worker_errors(err)]:
+            raised_by_wsss = filename is not None and Path(filename).resolve().is_relative_to(PACKAGE)
+            if raised_by_wsss and isinstance(cause, OSError | ValueError | ImportError):
+                found = cause
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return found
 
 

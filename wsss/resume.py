@@ -43,7 +43,8 @@ def config_value(argv: list[str], key: str) -> Any:
         return yaml.safe_load(overrides[-1])
     config: Any = {}
     for value in option_values(argv, "config"):
-        inline = None if Path(value).is_file() else yaml.safe_load(value)
+        is_file = "\n" not in value and len(value) < 4096 and Path(value).is_file()
+        inline = None if is_file else yaml.safe_load(value)
         config = merge(config, inline if isinstance(inline, dict) else load_recipe(value))
     for part in key.split("."):
         config = config.get(part) if isinstance(config, dict) else None

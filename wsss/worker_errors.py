@@ -1,16 +1,14 @@
-"""The exceptions behind a failure, also those a DataLoader worker raised (torch passes on only their text).
+"""The errors a DataLoader worker raised, rebuilt from the text that torch passes on in their place.
 
 A worker's error reaches the main process as a new exception whose message is ``"Caught <Type> in DataLoader
 worker process N.\\nOriginal Traceback ..."`` followed by the worker's formatted traceback (a
-``RuntimeError`` when the type cannot be rebuilt from one string). :func:`exception_chain` rebuilds the
+``RuntimeError`` when the type cannot be rebuilt from one string). :func:`worker_errors` rebuilds the
 worker's exceptions from that text, so the command line reports them exactly as with ``num_workers=0``.
 """
 
 import builtins
 import importlib
 import re
-import traceback
-from collections.abc import Iterator
 
 WRAPPED = re.compile(r"Caught \w+ in .+?\.\nOriginal (Traceback \(most recent call last\):\n.*)", re.S)
 CHAINED = re.compile(
@@ -20,19 +18,13 @@ CHAINED = re.compile(
 FRAME = re.compile(r'^  File "(.+?)", line \d+', re.M)
 
 
-def exception_chain(err: BaseException | None) -> Iterator[tuple[BaseException, str | None]]:
-    """Each exception of ``err``'s chain, outermost first, with the file of the frame that raised it.
-
-    A context that was suppressed (``raise ... from None``) ends the chain, as in Python's own traceback.
-    An exception wrapping a DataLoader worker's error is followed by that error's own chain.
-    """
-    while err is not None:
-        frames = traceback.extract_tb(err.__traceback__)
-        yield err, frames[-1].filename if frames else None
-        match = WRAPPED.match(str(err))
-        if match:
-            yield from reversed([rebuilt for rebuilt in map(rebuild, CHAINED.split(match[1])) if rebuilt])
-        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+def worker_errors(err: BaseException) -> list[tuple[BaseException, str | None]]:
+    """The chain of the worker error that ``err`` wraps, outermost first, each with the file of the frame
+    that raised it; [] when ``err`` wraps none."""
+    match = WRAPPED.match(str(err))
+    if not match:
+        return []
+    return [rebuilt for rebuilt in map(rebuild, reversed(CHAINED.split(match[1]))) if rebuilt]
 
 
 def rebuild(text: str) -> tuple[BaseException, str | None] | None:
