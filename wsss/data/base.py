@@ -158,8 +158,7 @@ class WSSSDataModule(L.LightningDataModule, ABC):
 
     Train loader: normalise, random scale in ``scale_range``, pad (image 0 = mean, labels 255) and random
     crop to ``crop_size``, random horizontal flip; shuffled. Val/test/predict loaders: normalisation only,
-    the full image, ``eval_batch_size`` (above 1 only when all images share one size); under DDP each of
-    their samples is evaluated exactly once (no padding by repeated samples).
+    the full image, ``eval_batch_size`` (above 1 only when all images share one size).
 
     ``supervision``: "image" gives ``cls_labels`` (and ``mask`` where ground truth exists, for evaluation
     only); "point"/"scribble" add ``sparse`` to training samples; "dense" trains on ``mask``, read from
