@@ -82,12 +82,11 @@ class SparseSource:
         return str(self.path), f"all {len(self.points)} clicks lie outside its {shape[1]}x{shape[0]} image"
 
     def render(self, shape: tuple[int, int]) -> np.ndarray:
-        """The (H, W) uint8 sparse label map, 255 = unlabeled; clicks are discs of diameter 3 (clicks
-        outside the image are dropped)."""
+        """The (H, W) uint8 sparse label map, 255 = unlabeled; clicks are discs of diameter 3."""
         if self.kind == "png":
             return read_label_png(self.path)
         if self.kind == "points":
-            return draw_points(clicks_inside(list(self.points), shape), shape, diameter=3)
+            return draw_points(list(self.points), shape, diameter=3)
         try:
             scribbles = read_scribble_xml(self.path, self.class_names)
         except ValueError as err:
@@ -148,7 +147,7 @@ class SegmentationFolderDataset(WSSSDataset):
 def report_clicks_outside(
     records: list[SegmentationRecord], shapes: dict[str, tuple[int, int] | None]
 ) -> None:
-    """Log, per image, how many of its clicks lie outside it (they are dropped)."""
+    """Log, per image, how many of its clicks lie outside it (only a disc's edge can reach the image)."""
     outside = []
     for record in records:
         shape = shapes[record.name]
@@ -157,7 +156,7 @@ def report_clicks_outside(
             outside.append(f"{record.name}: {len(points) - len(inside)} of {len(points)}")
     if outside:
         log.warning(
-            "%s: clicks outside their image are dropped, in %d image(s): %s",
+            "%s: clicks outside their image, in %d image(s): %s",
             records[0].sparse.path, len(outside), ", ".join(outside),
         )
 
