@@ -58,6 +58,18 @@ def test_corrupt_jpeg_stops_fit_with_one_line_naming_it(voc_with_corrupt_jpeg, t
     assert err.startswith("wsss: error: ") and f"JPEGImages/{name}.jpg" in err and "\n" not in err
 
 
+def test_errors_in_dataloader_workers_read_as_without_workers(voc_with_corrupt_jpeg, tmp_path: Path, capsys):
+    root, _ = voc_with_corrupt_jpeg
+    reports = []
+    for workers in (0, 1):
+        args = [*voc_args(root, tmp_path / f"run{workers}"), f"--data.init_args.num_workers={workers}"]
+        with pytest.raises(SystemExit) as stopped:
+            main(["fit", *args])
+        reports.append((stopped.value.code, capsys.readouterr().err.strip().splitlines()[-1]))
+    assert reports[1] == reports[0] and reports[0][0] == 2
+    assert "Caught" not in reports[1][1] and "worker" not in reports[1][1]
+
+
 def test_skip_bad_samples_trains_and_writes_every_other_mask(voc_with_corrupt_jpeg, tmp_path: Path, caplog):
     root, name = voc_with_corrupt_jpeg
     run, masks = tmp_path / "run", tmp_path / "masks"
@@ -99,8 +111,11 @@ def dfc_config(tmp_path: Path, nan_policy: str) -> Path:
     return path
 
 
-def test_nan_sar_pixel_is_filled_and_training_stays_finite(tmp_path: Path):
+def test_nan_sar_pixel_is_filled_counted_and_training_stays_finite(tmp_path: Path, caplog):
     main(["fit", "--config", str(dfc_config(tmp_path, "fill")), *TINY_TRAINER])
+    assert "s1_0_p1.tif: filled 1 NaN, infinite or nodata pixel(s)" in caplog.text
+    # the summary at the end of fit: one tile of train and one of val
+    assert "DFC2020DataModule filled 2 NaN, infinite or nodata pixel(s) in 2 file(s)" in caplog.text
     ckpt = next((tmp_path / "run").glob("lightning_logs/version_0/checkpoints/*.ckpt"))
     weights = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     assert weights["backbone.conv1.weight"].shape[1] == 15

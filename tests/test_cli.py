@@ -94,3 +94,20 @@ def test_batch_limits_read_an_integer_as_a_batch_count(synthetic_voc: Path):
     assert cli.trainer.limit_predict_batches == 1 and isinstance(cli.trainer.limit_predict_batches, int)
     assert cli.trainer.limit_val_batches == 0.5 and cli.trainer.val_check_interval == 3
     assert isinstance(cli.trainer.val_check_interval, int)
+
+
+def test_a_recipe_num_classes_replaced_by_the_data_is_logged(
+    synthetic_voc: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    recipe = tmp_path / "twelve.yaml"
+    recipe.write_text("model: {init_args: {num_classes: 12}}\n")
+    base = ["--config", str(RECIPES / "cam_baseline_synthetic.yaml"),
+            f"--data.init_args.root={synthetic_voc}", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false"]
+    cli = make_cli(base, run=False)
+    assert cli.model.num_classes == 5 and "is replaced by the data's" not in caplog.text
+    cli = make_cli([*base, "--config", str(recipe)], run=False)
+    assert cli.model.num_classes == 5
+    assert "model.init_args.num_classes: 12 from the recipe is replaced by the data's 5" in caplog.text
+    make_cli([*base, "--model.init_args.in_channels=4"], run=False)
+    assert "model.init_args.in_channels: 4 from the recipe is replaced by the data's 3" in caplog.text

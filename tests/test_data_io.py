@@ -31,6 +31,19 @@ def test_grey_image_is_expanded_to_rgb(tmp_path: Path) -> None:
     assert rgb.shape == (3, 4, 3) and (rgb == 9).all()
 
 
+def test_16_bit_grey_image_is_scaled_to_8_bit_and_other_deep_images_refused(tmp_path: Path) -> None:
+    deep = np.array([[0, 257, 32896], [65535, 1000, 40000]], np.uint16)
+    Image.fromarray(deep).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    rgb = read_rgb(tmp_path / "grey16.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 3, 3)
+    np.testing.assert_array_equal(rgb[..., 0], [[0, 1, 128], [255, 4, 156]])
+    assert (rgb == rgb[..., :1]).all()
+    Image.fromarray(np.zeros((2, 2), np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(DataFileError, match=r"float\.tif: a floating-point image has no fixed value range"):
+        read_rgb(tmp_path / "float.tif")
+
+
 def test_palette_png_reads_class_indices_not_colours(tmp_path: Path) -> None:
     indices = np.array([[0, 1], [15, 255]], np.uint8)
     image = Image.frombytes("P", (2, 2), indices.tobytes())

@@ -10,6 +10,7 @@ from PIL import Image
 
 from tests.data.fake_voc import fake_mask, voc_name, write_fake_voc
 from wsss.data import DataFileError, VOCDataModule
+from wsss.data.sparse_labels import read_points_json, write_points_json
 from wsss.data.voc import IMAGENET_MEAN, IMAGENET_STD
 
 SIZE = 48
@@ -205,9 +206,54 @@ def test_missing_sparse_sources_name_what_was_looked_for(voc_root: Path) -> None
     ):
         VOCDataModule(str(voc_root), supervision="point").dataset("train")
     (voc_root / "whats_the_point/voc_whats_the_point.json").write_text('{"2007_000000": []}')
-    with pytest.raises(ValueError, match=r"voc_whats_the_point.json: no clicks for 3 training image\(s\)"):
+    with pytest.raises(ValueError, match=r"point.json: 3 training image\(s\) have no click inside them"):
         VOCDataModule(str(voc_root), supervision="point").dataset("train")
     (voc_root / "scribble_annotation/pascal_2012" / f"{voc_name(1)}.xml").write_text("<annotation><polygon>")
     dataset = VOCDataModule(str(voc_root), supervision="scribble").dataset("train")
     with pytest.raises(DataFileError, match=r"2007_000001.xml: cannot read scribbles"):
         dataset[1]
+
+
+def test_clicks_outside_are_counted_per_image_and_an_image_left_without_any_fails(
+    voc_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clicks_file = voc_root / "whats_the_point/voc_whats_the_point.json"
+    background_file = voc_root / "whats_the_point/voc_whats_the_point_bg_from_scribbles.json"
+    clicks, background = read_points_json(clicks_file), read_points_json(background_file)
+    clicks[voc_name(1)].append({"cls": 1, "x": SIZE + 0.4, "y": 3})  # rounds to column 48: outside
+    for point in clicks[voc_name(2)] + background[voc_name(2)]:
+        point["y"] = -2
+    write_points_json(clicks, clicks_file)
+    write_points_json(background, background_file)
+    with pytest.raises(
+        ValueError,
+        match=r"voc_whats_the_point.json: 1 training image\(s\) have no click inside them, first: "
+        r"'2007_000002' \(all 3 clicks lie outside its 48x48 image\) \(set skip_bad_samples",
+    ):
+        VOCDataModule(str(voc_root), supervision="point").dataset("train")
+
+    dataset = _plain(voc_root, supervision="point", skip_bad_samples=True).dataset("train")
+    assert dataset.names == [voc_name(i) for i in (0, 1, 3)]
+    assert dataset.skipped == [(str(clicks_file), "2007_000002: all 3 clicks lie outside its 48x48 image")]
+    assert "clicks outside their image, in 1 image(s): 2007_000001: 1 of 4" in caplog.text
+
+
+def test_skip_bad_samples_covers_ids_missing_from_the_labels_file_and_blames_missing_images(
+    tmp_path: Path,
+) -> None:
+    root = write_fake_voc(tmp_path / "VOC2012", n=4, size=SIZE, labels_npy=True)
+    labels = np.load(root / "cls_labels.npy", allow_pickle=True).item()
+    del labels[voc_name(1)], labels[voc_name(3)]
+    np.save(root / "cls_labels.npy", labels)
+    (root / "JPEGImages" / f"{voc_name(3)}.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lack a file, first: .*JPEGImages/2007_000003.jpg"):
+        VOCDataModule(str(root)).dataset("train")
+    with pytest.raises(ValueError, match=r"cls_labels.npy: no labels for 1 image\(s\) of split 'train', "
+                       r"first: '2007_000001' \(set skip_bad_samples=True"):
+        VOCDataModule(str(root), train_split="train").dataset("train")
+    dataset = VOCDataModule(str(root), skip_bad_samples=True).dataset("train")
+    assert dataset.names == [voc_name(0), voc_name(2)]
+    assert dataset.skipped == [
+        (str(root / "JPEGImages" / f"{voc_name(3)}.jpg"), "file not found"),
+        (str(root / "cls_labels.npy"), "2007_000001: no labels"),
+    ]

@@ -19,7 +19,7 @@ import yaml
 
 from wsss.data.synthetic import make_synthetic_voc
 from wsss.main import main, make_cli
-from wsss.pseudo.io import MARKER
+from wsss.pseudo.io import MANIFEST, MARKER
 
 ROOT = Path(__file__).parents[1]
 RECIPE = str(ROOT / "recipes" / "cam_baseline_synthetic.yaml")
@@ -50,8 +50,8 @@ def last_logged(metrics_csv: Path, key: str) -> float:
 
 @pytest.mark.slow
 def test_ddp_fit_and_predict_match_one_process(tmp_path: Path):
-    # odd split sizes: a padding DistributedSampler would duplicate one image in predict
-    data = make_synthetic_voc(tmp_path / "voc", n_train=15, n_val=6, size=48, seed=1)
+    # odd split sizes: a padding DistributedSampler would repeat one image in validation and predict
+    data = make_synthetic_voc(tmp_path / "voc", n_train=15, n_val=7, size=48, seed=1)
     names = (data / "ImageSets/Segmentation/train_aug.txt").read_text().split()
     assert len(names) == 15
     common = [
@@ -92,7 +92,8 @@ def test_ddp_fit_and_predict_match_one_process(tmp_path: Path):
         tmp_path,
     )
     written = sorted(p.name for p in ddp_masks.iterdir())
-    assert written == sorted([f"{name}.png" for name in names] + ["iou_table.md", "metrics.json", MARKER]), (
+    expected = [f"{name}.png" for name in names] + ["iou_table.md", "metrics.json", MANIFEST, MARKER]
+    assert written == sorted(expected), (
         "every image exactly once and no temporary file left"
     )
 

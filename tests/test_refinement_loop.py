@@ -12,7 +12,7 @@ from wsss.callbacks.refinement_loop import RefinementLoop
 from wsss.data.dfc2020 import DFC2020DataModule
 from wsss.data.io import read_label_png
 from wsss.methods.segmentation import SegmentationTask
-from wsss.pseudo.io import prepare_output_dir, write_mask_png
+from wsss.pseudo.io import prepare_output_dir, write_manifest, write_mask_png
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,7 @@ def all_forest_masks(folder: Path) -> tuple[Path, list[str]]:
     folder = prepare_output_dir(folder)
     for name in names:
         write_mask_png(np.ones((32, 32), np.uint8), folder / f"{name}.png")
+    write_manifest(folder, names)
     return folder, names
 
 

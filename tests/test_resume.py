@@ -81,12 +81,12 @@ def test_run_directory_follows_configs_and_overrides(tmp_path: Path):
 
 
 def test_newest_last_checkpoint_wins_and_absence_is_a_clear_error(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match=r"no checkpoints/last.ckpt below .*save_last"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint \(checkpoints/\*.ckpt\) below .*save_last"):
         find_last_checkpoint(tmp_path)
     old, new = (tmp_path / f"lightning_logs/version_{i}/checkpoints/last.ckpt" for i in (0, 1))
     for i, path in enumerate((new, old)):
         path.parent.mkdir(parents=True)
-        path.write_bytes(b"")
+        torch.save({"state_dict": {}, "loops": {}, "optimizer_states": []}, path)
         os.utime(path, ns=(10**18 + i, 10**18 + i))
     assert find_last_checkpoint(tmp_path) == old
     args = resume_args(["--config", RECIPE, f"--trainer.default_root_dir={tmp_path}"])

@@ -21,7 +21,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from wsss.data.base import WSSSDataModule
 from wsss.models.weights import WeightsNotFoundError
 from wsss.recipes import expand_config_args
+from wsss.replaced_args import linked_values, log_replaced
 from wsss.trainer import Trainer
+from wsss.worker_errors import worker_errors
 
 PACKAGE = Path(__file__).resolve().parent
 DATASET_SUFFIXES = ("_voc", "_coco", "_cub", "_dfc2020")
@@ -66,6 +68,11 @@ class WSSSCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parse as LightningCLI does, noting first the linked values the recipes and overrides give."""
+        self.given_linked = linked_values(sys.argv[1:] if args is None else args)
+        super().parse_arguments(parser, args)
+
     def before_instantiate_classes(self) -> None:
         """A wsss ``WandbLogger`` without ``save_dir`` writes into ``trainer.default_root_dir``."""
         trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
@@ -86,7 +93,11 @@ class WSSSCLI(LightningCLI):
                 print(warning, file=sys.stderr)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
-        """The trainer with the ``checkpoint`` callback, unless ``trainer.enable_checkpointing`` is false."""
+        """The trainer with the ``checkpoint`` callback, unless ``trainer.enable_checkpointing`` is false.
+
+        Data and model exist by now: a linked value of the recipes that the data's replaced is logged first.
+        """
+        log_replaced(self.given_linked, self.datamodule)
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         keys = self._parser(self.subcommand).callback_keys
         if trainer_config.get("enable_checkpointing") is False:
@@ -143,14 +154,16 @@ def make_cli(args: list[str], run: bool = True) -> WSSSCLI:
 
 
 def user_error(err: BaseException) -> BaseException | None:
-    """The innermost error of the chain that wsss raised about the user's input, else None."""
+    """The innermost error of the chain that wsss raised about the user's input, else None; a DataLoader
+    worker's error counts as raised inside the one carrying it, and ``raise ... from None`` ends the chain."""
     found = None
     while err is not None:
         frames = traceback.extract_tb(err.__traceback__)
-        raised_by_wsss = bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE)
-        if raised_by_wsss and isinstance(err, OSError | ValueError | ImportError):
-            found = err
-        err = err.__cause__ or err.__context__
+        for cause, filename in [(err, frames[-1].filename if frames else None), *worker_errors(err)]:
+            raised_by_wsss = filename is not None and Path(filename).resolve().is_relative_to(PACKAGE)
+            if raised_by_wsss and isinstance(cause, OSError | ValueError | ImportError):
+                found = cause
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return found
 
 

@@ -3,6 +3,9 @@
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.plugins.io import CheckpointIO
+
+from wsss.checkpointing import AtomicCheckpointIO
 
 
 class Trainer(L.Trainer):
@@ -10,6 +13,9 @@ class Trainer(L.Trainer):
 
     Lightning types them ``float | int``, so the command line read ``--trainer.limit_predict_batches=1`` as
     1.0, i.e. 100 % of the batches. Here an integer is a batch count and a decimal a fraction, as in Python.
+
+    Checkpoints are written with :class:`~wsss.checkpointing.AtomicCheckpointIO` unless ``plugins`` or the
+    strategy name another ``CheckpointIO``.
     """
 
     def __init__(
@@ -22,7 +28,13 @@ class Trainer(L.Trainer):
         val_check_interval: int | float | None = None,
         **kwargs: Any,
     ) -> None:
+        plugins = kwargs.pop("plugins", None)
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        strategy_io = getattr(kwargs.get("strategy"), "_checkpoint_io", None)
+        if strategy_io is None and not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins.append(AtomicCheckpointIO())
         super().__init__(
+            plugins=plugins,
             limit_train_batches=limit_train_batches,
             limit_val_batches=limit_val_batches,
             limit_test_batches=limit_test_batches,

@@ -1,6 +1,7 @@
 """Stage 2: the prediction writer that turns score maps into pseudo-mask PNGs and evaluates them."""
 
 import json
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -9,8 +10,15 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from wsss.atomic import atomic_write
 from wsss.eval import SegmentationIoU, ThresholdSweepIoU, iou_table
-from wsss.pseudo.io import prepare_output_dir, write_mask_png
+from wsss.pseudo.io import (
+    check_output_dir,
+    publish_mask_folder,
+    staging_dir,
+    start_mask_folder,
+    write_mask_png,
+)
 from wsss.pseudo.refiner import Refiner
 
 
@@ -34,11 +42,13 @@ class PseudoMaskWriter(BasePredictionWriter):
     The method's ``predict_step`` supplies ``scores`` (B, K+1, H, W, background first), and optionally
     ``cams``, ``cls_labels``, ``mask`` and ``image``. An optional ``refiner`` (random walk, CRF,
     pixel-adaptive) refines the scores first; a random walk takes the method's ``patch_affinity(images)``.
-    Files are written atomically; a non-empty folder that wsss did not create (such as ground truth) is
-    refused. With ground truth, the pseudo-mask mIoU, the seed mIoU of the CAMs under the best background
-    threshold, and a per-class table go to ``metrics.json`` and ``iou_table.md`` in ``output_dir`` and to
-    the loggers. An image is scored once even if it comes again (``skip_bad_samples`` replaces an unreadable
-    sample by the next readable one).
+    A non-empty folder that wsss did not create (such as ground truth) is refused. The masks of a run go
+    into a fresh hidden folder beside ``output_dir`` that replaces it, with a ``manifest.json`` listing
+    them, only once the run is complete, so ``output_dir`` always holds the masks of exactly one finished
+    run (stage 3 checks the manifest). With ground truth, the pseudo-mask mIoU, the seed mIoU of the CAMs
+    under the best background threshold, and a per-class table go to ``metrics.json`` and ``iou_table.md``
+    in ``output_dir`` and to the loggers. An image is scored once even if it comes again
+    (``skip_bad_samples`` replaces an unreadable sample by the next readable one).
     """
 
     def __init__(self, output_dir: str, refiner: Refiner | None = None, palette: bool = True) -> None:
@@ -48,6 +58,7 @@ class PseudoMaskWriter(BasePredictionWriter):
         self.palette = palette
         self.results: dict[str, float] = {}
         self.scored: set[str] = set()
+        self.staging: Path | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Check the output folder and create the metrics for the number of classes."""
@@ -63,7 +74,11 @@ class PseudoMaskWriter(BasePredictionWriter):
                 "has no "
                 "patch_affinity(images) method; choose a CRF or pixel-adaptive refiner for this method"
             )
-        prepare_output_dir(self.output_dir)
+        check_output_dir(self.output_dir)  # on every rank, so that all of them stop alike
+        if trainer.is_global_zero:
+            start_mask_folder(self.output_dir)
+        trainer.strategy.barrier("wsss_mask_folder")
+        self.staging = staging_dir(self.output_dir)
         self.scored = set()
         num_classes = pl_module.num_classes + 1
         self.mask_iou = SegmentationIoU(num_classes=num_classes).to(pl_module.device)
@@ -88,7 +103,7 @@ class PseudoMaskWriter(BasePredictionWriter):
             scores = self.refiner(image, scores, affinity)
         masks = masks_from_scores(scores, labels)
         for name, mask in zip(prediction["name"], masks.cpu().numpy(), strict=True):
-            write_mask_png(mask, self.output_dir / f"{name}.png", self.palette)
+            write_mask_png(mask, self.staging / f"{name}.png", self.palette)
         new = []
         for i, name in enumerate(prediction["name"]):
             if name not in self.scored:
@@ -101,7 +116,21 @@ class PseudoMaskWriter(BasePredictionWriter):
                                      None if labels is None else labels[new])
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Report and save the scores of the written masks (only when ground truth was seen)."""
+        """Score the masks (when ground truth was seen), then put the complete folder in place."""
+        self.report_scores(trainer)
+        trainer.strategy.barrier("wsss_masks_written")  # every rank's masks are in the staging folder
+        if trainer.is_global_zero:
+            publish_mask_folder(self.staging, self.output_dir)
+            rank_zero_info(f"pseudo-masks in {self.output_dir}: {self.results}")
+        self.staging = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException) -> None:
+        """Drop the masks of an unfinished run (``output_dir`` keeps the last complete one)."""
+        if self.staging is not None and trainer.is_global_zero:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def report_scores(self, trainer: L.Trainer) -> None:
+        """Save the scores of the written masks into the staging folder and log them (with ground truth)."""
         if not trainer.strategy.reduce_boolean_decision(self.mask_iou.update_called, all=False):
             return  # every rank decides alike: compute() syncs, so no rank may skip it alone
         self.results = {"pseudo_mask_miou": float(self.mask_iou.compute())}
@@ -112,8 +141,9 @@ class PseudoMaskWriter(BasePredictionWriter):
                 "seed_bg_threshold": float(self.seed_iou.best_threshold()),
             }
         if trainer.is_global_zero:
-            (self.output_dir / "metrics.json").write_text(json.dumps(self.results, indent=2))
-            (self.output_dir / "iou_table.md").write_text(table)
-            rank_zero_info(f"pseudo-masks in {self.output_dir}: {self.results}\n{table}")
+            for name, text in (("metrics.json", json.dumps(self.results, indent=2)), ("iou_table.md", table)):
+                data = text.encode()
+                atomic_write(self.staging / name, lambda file, data=data: file.write(data), durable=False)
+            rank_zero_info(table)
         for logger in trainer.loggers:
             logger.log_metrics({f"predict/{k}": v for k, v in self.results.items()})

@@ -10,7 +10,7 @@ import torch
 from wsss.data.base import WSSSDataModule
 from wsss.data.io import read_label_png
 from wsss.eval import SegmentationIoU
-from wsss.pseudo.io import prepare_output_dir, write_mask_png
+from wsss.pseudo.io import prepare_output_dir, write_manifest, write_mask_png
 
 log = logging.getLogger(__name__)
 STATE_FILE = "refinement_state.json"
@@ -131,6 +131,7 @@ class RefinementLoop(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         iou = SegmentationIoU(num_classes=pl_module.num_classes + 1).to(pl_module.device)
+        names = []
         for batch in dm.predict_dataloader():
             logits = pl_module(batch["image"].to(pl_module.device))
             if self.restrict_to_labels:
@@ -140,6 +141,8 @@ class RefinementLoop(L.Callback):
             masks = logits.argmax(1)
             for name, mask in zip(batch["name"], masks.cpu().numpy(), strict=True):
                 write_mask_png(mask, folder / f"{name}.png", self.palette)
+            names += batch["name"]
             iou.update(masks, batch["mask"].to(pl_module.device))
+        write_manifest(folder, names)
         pl_module.train(was_training)
         return float(iou.compute())

@@ -16,10 +16,12 @@ from typing import Any, Literal, TypeVar
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wsss.data.io import DataFileError
 from wsss.data.transforms import SampleTransform, TrainAugment, build_deit_transform, build_transform
+from wsss.pseudo.io import check_mask_folder
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ class WSSSDataset(Dataset, ABC):
         self.source = source
         self.skip_bad_samples = skip_bad_samples
         self.skipped: list[tuple[str, str]] = list(skipped or [])
+        self.filled: dict[str, int] = {}
         self._bad: set[int] = set()
         self._seeded_pid: int | None = None
 
@@ -110,6 +113,13 @@ class WSSSDataset(Dataset, ABC):
     def load(self, index: int) -> dict[str, Any]:
         """Raw sample ``index``: ``image`` (H, W, C) float32 in the raw pixel scale, optional ``mask``,
         ``sparse`` (H, W) uint8 and ``boxes`` (N, 4), and the other keys (``name``, ``cls_labels``, ...)."""
+
+    def note_filled(self, path: str | Path, count: int) -> None:
+        """Record that ``count`` invalid (NaN, infinite or nodata) pixels of ``path`` were filled; logged the
+        first time in each process (a DataLoader worker logs its own)."""
+        if str(path) not in self.filled:
+            log.warning("%s: filled %d NaN, infinite or nodata pixel(s)", path, count)
+        self.filled[str(path)] = count
 
     def finish(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Complete a transformed sample (readers whose labels depend on the crop override this)."""
@@ -155,7 +165,8 @@ class WSSSDataModule(L.LightningDataModule, ABC):
 
     ``supervision``: "image" gives ``cls_labels`` (and ``mask`` where ground truth exists, for evaluation
     only); "point"/"scribble" add ``sparse`` to training samples; "dense" trains on ``mask``, read from
-    ``mask_dir/<name>.png`` when given (stage 3 on pseudo-masks; validation still reads the true masks).
+    ``mask_dir/<name>.png`` when given (stage 3 on pseudo-masks; validation still reads the true masks); a
+    wsss pseudo-mask folder must be the complete output of one run (its ``manifest.json``).
 
     ``skip_bad_samples`` skips missing or corrupt samples instead of failing, and logs them (path and
     reason) at the end of setup and at teardown.
@@ -220,6 +231,8 @@ class WSSSDataModule(L.LightningDataModule, ABC):
                 f"mask_dir {mask_dir} does not exist: write pseudo-masks there first (`wsss predict` with "
                 "the prediction writer)"
             )
+        if mask_dir is not None:
+            check_mask_folder(mask_dir)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -280,11 +293,17 @@ class WSSSDataModule(L.LightningDataModule, ABC):
         return [item for dataset in self.datasets.values() for item in dataset.skipped]
 
     def log_skipped(self) -> None:
-        """Log the list of skipped files with their reasons, if any."""
+        """Log the list of skipped files with their reasons, and the count of filled pixels, if any."""
         skipped = sorted(set(self.skipped_samples))
         if skipped:
             lines = "\n".join(f"  {path}: {reason}" for path, reason in skipped)
             log.warning("%s skipped %d sample file(s):\n%s", type(self).__name__, len(skipped), lines)
+        filled = {path: count for dataset in self.datasets.values() for path, count in dataset.filled.items()}
+        if filled:
+            log.warning(
+                "%s filled %d NaN, infinite or nodata pixel(s) in %d file(s) (first: %s)",
+                type(self).__name__, sum(filled.values()), len(filled), min(filled),
+            )
 
     def _loader(self, role: Role, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.dataset(role)
@@ -292,8 +311,22 @@ class WSSSDataModule(L.LightningDataModule, ABC):
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else self.evaluation_sampler(dataset),
             num_workers=self.num_workers,
             drop_last=shuffle and len(dataset) > batch_size,
+        )
+
+    def evaluation_sampler(self, dataset: WSSSDataset) -> Sampler | None:
+        """Under DDP, every evaluated sample on exactly one process; None (Lightning's choice) otherwise.
+
+        Lightning's ``DistributedSampler`` pads the split to a multiple of the process count by repeating
+        samples, which biases validation and test metrics; here the processes take one sample fewer or more.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size < 2 or len(dataset) < trainer.world_size:
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -25,7 +25,8 @@ the SSL4EO-S12 L1C statistics (the same as dividing by 1e4 and standardising wit
 
 Invalid pixels (NaN or infinite, checked explicitly, or equal to the file's numeric nodata) are, with
 ``nan_policy="fill"``, set to their band's mean (0 after normalisation) in every band of that modality,
-and marked 255 in the mask; with ``nan_policy="error"`` they raise an error naming the file.
+and marked 255 in the mask (each file's count is logged); with ``nan_policy="error"`` they raise an error
+naming the file.
 """
 
 import re
@@ -150,6 +151,7 @@ class DFC2020Dataset(WSSSDataset):
                         "(nan_policy='error'; 'fill' fills them and ignores them in the mask)",
                     )
                 data = np.where(bad[None], np.asarray(mean, np.float32)[:, None, None], data)
+                self.note_filled(path, int(bad.sum()))
             bands.append(np.clip(data, low, high))
             invalid = bad if invalid is None else invalid | bad
         image = np.concatenate(bands).transpose(1, 2, 0)

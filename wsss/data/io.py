@@ -42,9 +42,30 @@ def _open_image(path: Path) -> Image.Image:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read a ``.jpg``/``.png`` image as an (H, W, 3) uint8 RGB array (grey and palette images expanded)."""
+    """Read a ``.jpg``/``.png`` image as an (H, W, 3) uint8 RGB array (grey and palette images expanded).
+
+    16-bit grey images are scaled from 0..65535 to 0..255 (Pillow's own conversion saturates them to white;
+    it reads 16-bit colour PNGs by their high byte); 32-bit integer and float images have no fixed range and
+    are refused.
+    """
     path = require_file(path)
-    return np.asarray(_open_image(path).convert("RGB"))
+    image = _open_image(path)
+    if image.mode.startswith("I;16"):
+        grey = np.round(np.asarray(image, dtype=np.float32) * (255 / 65535)).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode in ("I", "F"):
+        kind = "32-bit integer" if image.mode == "I" else "floating-point"
+        raise DataFileError(path, f"a {kind} image has no fixed value range; convert it to 8-bit RGB")
+    return np.asarray(image.convert("RGB"))
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(H, W) of an image from its header alone; None when it cannot be read (reading it says why)."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def read_label_png(path: str | Path) -> np.ndarray:

@@ -47,6 +47,12 @@ def write_points_json(points: dict[str, list[Point]], path: str | Path) -> None:
     Path(path).write_text(json.dumps(points))
 
 
+def clicks_inside(points: list[Point], shape: tuple[int, int]) -> list[Point]:
+    """The clicks whose rounded position lies inside an image of (H, W) ``shape``."""
+    height, width = shape
+    return [p for p in points if 0 <= round(float(p["x"])) < width and 0 <= round(float(p["y"])) < height]
+
+
 def draw_points(points: list[Point], shape: tuple[int, int], diameter: int = 3) -> np.ndarray:
     """Rasterise clicks as filled discs of ``diameter`` px onto a (H, W) uint8 map of 255."""
     label = np.full(shape, UNLABELED, dtype=np.uint8)

@@ -15,7 +15,9 @@ Layout under ``root`` (the ``VOC2012`` folder)::
 Image-level labels come from ``cls_labels.npy`` when present, else from the classes in the mask.
 """
 
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,9 +25,17 @@ from typing import Any, Literal
 import numpy as np
 
 from wsss.data.base import WSSSDataModule, WSSSDataset, drop_missing, image_labels
-from wsss.data.io import DataFileError, check_label_ids, check_same_size, read_label_png, read_rgb
+from wsss.data.io import (
+    DataFileError,
+    check_label_ids,
+    check_same_size,
+    image_size,
+    read_label_png,
+    read_rgb,
+)
 from wsss.data.sparse_labels import (
     SCRIBBLESUP_VOC_NAMES,
+    clicks_inside,
     draw_points,
     draw_scribbles,
     read_points_json,
@@ -44,6 +54,8 @@ POINTS_JSON = "whats_the_point/voc_whats_the_point.json"
 BACKGROUND_POINTS_JSON = "whats_the_point/voc_whats_the_point_bg_from_scribbles.json"
 SCRIBBLE_XML_DIR = "scribble_annotation/pascal_2012"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class SparseSource:
@@ -53,11 +65,21 @@ class SparseSource:
     path: Path
     points: tuple[dict, ...] = ()
     class_names: tuple[str, ...] = ()
+    #: whether the clicks file lists the image (background clicks may come from another file)
+    listed: bool = True
 
     @property
     def origin(self) -> str:
         """The file (and, for a shared JSON, the entry) named in errors."""
         return str(self.path) if self.kind != "points" else f"{self.path} (clicks of this image)"
+
+    def click_problem(self, shape: tuple[int, int] | None) -> tuple[str, str] | None:
+        """(clicks file, reason) when no click lies inside the image of (H, W) ``shape``."""
+        if not self.listed or not self.points:
+            return str(self.path), "no clicks"
+        if shape is None or clicks_inside(list(self.points), shape):
+            return None  # an unreadable image is reported when it is read
+        return str(self.path), f"all {len(self.points)} clicks lie outside its {shape[1]}x{shape[0]} image"
 
     def render(self, shape: tuple[int, int]) -> np.ndarray:
         """The (H, W) uint8 sparse label map, 255 = unlabeled; clicks are discs of diameter 3."""
@@ -120,6 +142,23 @@ class SegmentationFolderDataset(WSSSDataset):
             check_label_ids(sparse, self.num_classes, record.sparse.origin)
             raw["sparse"] = sparse
         return raw
+
+
+def report_clicks_outside(
+    records: list[SegmentationRecord], shapes: dict[str, tuple[int, int] | None]
+) -> None:
+    """Log, per image, how many of its clicks lie outside it (only a disc's edge can reach the image)."""
+    outside = []
+    for record in records:
+        shape = shapes[record.name]
+        points = list(record.sparse.points)
+        if shape is not None and len(inside := clicks_inside(points, shape)) < len(points):
+            outside.append(f"{record.name}: {len(points) - len(inside)} of {len(points)}")
+    if outside:
+        log.warning(
+            "%s: clicks outside their image, in %d image(s): %s",
+            records[0].sparse.path, len(outside), ", ".join(outside),
+        )
 
 
 def read_split_names(path: Path) -> list[str]:
@@ -237,7 +276,7 @@ class VOCDataModule(WSSSDataModule):
         image_dir = self.image_dir(split)
         images = [self._image_path(image_dir, name) for name in names]
         masks = self._mask_paths(split, names, train)
-        labels = self._image_labels(split, names, masks)
+        labels = self._image_labels(split, names, masks)  # None where cls_labels.npy lacks the name
         sparse = self._sparse_sources(names) if train and self.supervision in ("point", "scribble") else None
         records = [
             SegmentationRecord(
@@ -255,6 +294,24 @@ class VOCDataModule(WSSSDataModule):
             self.skip_bad_samples,
             str(list_file),
         )
+        if labels is not None:
+            labels_file = str(self.labels_file())
+            records, unlabeled = self._drop_bad(
+                records,
+                lambda r: None if r.cls_labels is not None else (labels_file, "no labels"),
+                f"{labels_file}: no labels for {{count}} image(s) of split {split!r}, first: {{name}}",
+            )
+            skipped += unlabeled
+        if sparse is not None and sparse[0].kind == "points":
+            shapes = {record.name: image_size(record.image) for record in records}
+            records, unclicked = self._drop_bad(
+                records,
+                lambda r: r.sparse.click_problem(shapes[r.name]),
+                f"{sparse[0].path}: {{count}} training image(s) have no click inside them, first: {{name}} "
+                "({reason})",
+            )
+            skipped += unclicked
+            report_clicks_outside(records, shapes)
         return SegmentationFolderDataset(
             records, self.num_classes, transform, str(list_file), self.skip_bad_samples, skipped
         )
@@ -289,13 +346,30 @@ class VOCDataModule(WSSSDataModule):
                 )
             return None
         table = read_labels_file(path, self.num_classes)
-        labels = [lookup_labels(table, name) for name in names]
-        missing = [name for name, vector in zip(names, labels, strict=True) if vector is None]
-        if missing:
+        return [lookup_labels(table, name) for name in names]
+
+    def _drop_bad(
+        self,
+        records: list[SegmentationRecord],
+        problem: Callable[[SegmentationRecord], tuple[str, str] | None],
+        message: str,
+    ) -> tuple[list[SegmentationRecord], list[tuple[str, str]]]:
+        """Drop the records with a ``problem`` (path, reason), returned as (path, "name: reason"), or raise
+        ``message`` without ``skip_bad_samples`` (``{count}``; ``{name}``, ``{reason}`` of the first one)."""
+        kept, bad = [], []
+        for record in records:
+            found = problem(record)
+            if found is None:
+                kept.append(record)
+            else:
+                bad.append((record.name, *found))
+        if bad and not self.skip_bad_samples:
+            name, _, reason = bad[0]
             raise ValueError(
-                f"{path}: no labels for {len(missing)} image(s) of split {split!r}, first: {missing[0]!r}"
+                message.format(count=len(bad), name=repr(name), reason=reason)
+                + " (set skip_bad_samples=True to skip them)"
             )
-        return labels
+        return kept, [(path, f"{name}: {reason}") for name, path, reason in bad]
 
     def _sparse_sources(self, names: list[str]) -> list[SparseSource]:
         kind = self.supervision
@@ -315,15 +389,15 @@ class VOCDataModule(WSSSDataModule):
         if not json_path.is_file():
             raise FileNotFoundError(f"point labels not found: neither {png_dir} nor {json_path} exists")
         clicks = read_points_json(json_path)
-        missing = [name for name in names if name not in clicks]
-        if missing:
-            raise ValueError(
-                f"{json_path}: no clicks for {len(missing)} training image(s), first: {missing[0]!r}"
-            )
         bg_path = self.root / BACKGROUND_POINTS_JSON
         bg_clicks = read_points_json(bg_path) if bg_path.is_file() else {}
         # background clicks first, so a foreground disc wins where two overlap
         return [
-            SparseSource("points", json_path, points=tuple(bg_clicks.get(name, [])) + tuple(clicks[name]))
+            SparseSource(
+                "points",
+                json_path,
+                points=tuple(bg_clicks.get(name, [])) + tuple(clicks.get(name, [])),
+                listed=name in clicks,
+            )
             for name in names
         ]

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from wsss.models.affinitynet import confident_labels
-from wsss.pseudo.io import prepare_output_dir, write_mask_png
+from wsss.pseudo.io import publish_mask_folder, start_mask_folder, write_mask_png
 
 
 def read_label_png(path: Path) -> np.ndarray:
@@ -40,8 +40,8 @@ def merge_confident_labels(fg_dir: str | Path, bg_dir: str | Path, out_dir: str 
     """Write ``out_dir/<name>.png`` = the class of ``fg_dir/<name>.png`` where it is foreground, 0 where both
     masks are background, 255 elsewhere; returns the number of masks written.
 
-    ``out_dir`` is created like the pseudo-mask writer's (a non-empty folder wsss did not create is refused)
-    and every file is written atomically.
+    ``out_dir`` is written like the pseudo-mask writer's (a non-empty folder wsss did not create is refused;
+    it is replaced, with a manifest, only once every mask is written).
     """
     fg_dir, bg_dir, out_dir = Path(fg_dir), Path(bg_dir), Path(out_dir)
     for name, folder in (("fg_dir", fg_dir), ("bg_dir", bg_dir)):
@@ -58,7 +58,7 @@ def merge_confident_labels(fg_dir: str | Path, bg_dir: str | Path, out_dir: str 
             f"merge_confident_labels: {len(missing)} masks of {fg_dir} are missing from {bg_dir}, "
             f"e.g. {missing[0]}"
         )
-    prepare_output_dir(out_dir)
+    staging = start_mask_folder(out_dir)
     for fg_path in fg_files:
         fg, bg = read_label_png(fg_path), read_label_png(bg_dir / fg_path.name)
         if fg.shape != bg.shape:
@@ -67,7 +67,8 @@ def merge_confident_labels(fg_dir: str | Path, bg_dir: str | Path, out_dir: str 
                 "differ in size"
             )
         labels = confident_labels(torch.from_numpy(fg)[None].long(), torch.from_numpy(bg)[None].long())
-        write_mask_png(labels[0].numpy(), out_dir / fg_path.name)
+        write_mask_png(labels[0].numpy(), staging / fg_path.name)
+    publish_mask_folder(staging, out_dir)
     return len(fg_files)
 
 
