@@ -97,5 +97,6 @@ def test_the_scratch_warning_names_every_null_checkpoint_argument():
     assert "model.init_args.cnn_weights, model.init_args.vit_weights are null" in scratch_warning(
         ["recipes/crt_voc.yaml"], model)
     assert scratch_warning(["recipes/crt_synthetic.yaml"], model) == ""
+    assert scratch_warning(["recipes/crt_synthetic.yaml", "recipes/_base_/wandb.yaml"], model) == ""
     model.init_args.cnn_weights, model.init_args.vit_weights = "resnet152.pth", "deit_small.pth"
     assert scratch_warning(["recipes/crt_voc.yaml"], model) == ""

@@ -113,9 +113,10 @@ def recipe_files(args: Sequence[str]) -> list[str]:
 
 
 def scratch_warning(recipes: Sequence[str], model) -> str:
-    """A loud warning when a paper recipe (any but ``*_synthetic``) leaves an ImageNet checkpoint argument of
-    the model (:data:`WEIGHTS_KEYS`) null: the paper never trains that network from scratch."""
-    paper = [Path(r).stem for r in recipes if not Path(r).stem.endswith("_synthetic")]
+    """A loud warning when a paper recipe (the first ``--config``, any but ``*_synthetic``; later configs are
+    fragments such as wandb or a refiner) leaves an ImageNet checkpoint argument of the model
+    (:data:`WEIGHTS_KEYS`) null: the paper never trains that network from scratch."""
+    paper = [Path(r).stem for r in recipes[:1] if not Path(r).stem.endswith("_synthetic")]
     init_args = getattr(model, "init_args", None)
     unset = [k for k in WEIGHTS_KEYS if init_args is not None and k in init_args and init_args[k] is None]
     if not paper or not unset:
