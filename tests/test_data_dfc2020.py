@@ -145,3 +145,19 @@ def test_split_listing_and_missing_split(tmp_path: Path) -> None:
         _eval_module(root).dataset("test")
     with pytest.raises(FileNotFoundError, match="wsss synth dfc2020 --root <dir>"):
         DFC2020DataModule(str(tmp_path / "absent"))
+
+
+def test_per_image_max_scaling_is_the_official_preprocessing(tmp_path: Path) -> None:
+    import rasterio
+
+    root = write_fake_dfc2020(tmp_path, n=1, size=SIZE)
+    dm = _eval_module(root, scaling="per_image_max")
+    assert dm.mean == (0.0,) * 15 and dm.std == (1.0,) * 15
+    image = dm.dataset("test")[0]["image"].numpy()
+    # S1: clipped to [-25, 0] dB, +25, / (tile max + 1e-5); VV runs from -30 (-> 0) to 5 (-> 25) dB
+    np.testing.assert_allclose(image[0, 0, [0, -1]], [0.0, 25 / (25 + 1e-5)], rtol=1e-6)
+    with rasterio.open(tile_path(root, "test", "s2", 1)) as src:
+        s2 = np.clip(src.read().astype(np.float64), 0, 10000)
+    np.testing.assert_allclose(image[2:], s2 / (s2.max(axis=(1, 2), keepdims=True) + 1e-5), rtol=1e-5)
+    with pytest.raises(ValueError, match="scaling"):
+        _eval_module(root, scaling="minmax")

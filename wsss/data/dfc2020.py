@@ -19,9 +19,10 @@ already in these ids and are not remapped.
 Image-level labels: class c is present iff count_c / (H * W) >= 0.1 on the mask after the transform
 (the crop), the denominator counting ignored pixels too (arXiv 2104.00704, as in Hanna et al.).
 
-Normalisation (constants in ``mean``/``std``, raw scale): S1 is clipped to [-25, 0] dB and standardised
-with the SSL4EO-S12 S1 statistics; S2 is clipped to [0, 10000] (reflectance x 1e4) and standardised with
-the SSL4EO-S12 L1C statistics (the same as dividing by 1e4 and standardising with those / 1e4).
+Normalisation. S1 is clipped to [-25, 0] dB, S2 to [0, 10000] (reflectance x 1e4). ``scaling``
+"standardize" then standardises with the SSL4EO-S12 S1 and L1C statistics (constants in ``mean``/``std``,
+raw scale); "per_image_max" is the official code's (Hanna et al., ``datasets/dfc.py``): S1 shifted by +25 dB,
+then every channel divided by its own maximum in the tile (+1e-5), so ``mean``/``std`` are 0/1.
 
 Invalid pixels (NaN or infinite, checked explicitly, or equal to the file's numeric nodata) are, with
 ``nan_policy="fill"``, set to their band's mean (0 after normalisation) in every band of that modality,
@@ -85,6 +86,7 @@ S2_MEAN = (
     1524.1,
 )
 S2_STD = (786.8, 850.3, 875.1, 1138.8, 1122.2, 1161.6, 1274.4, 1248.4, 1345.5, 577.3, 51.2, 1336.1, 1136.5)
+Scaling = Literal["standardize", "per_image_max"]
 MODALITIES = {  # name -> (band count, clip range, mean, std)
     "s1": (len(S1_BANDS), S1_CLIP, S1_MEAN, S1_STD),
     "s2": (len(S2_BANDS), S2_CLIP, S2_MEAN, S2_STD),
@@ -128,10 +130,12 @@ class DFC2020Dataset(WSSSDataset):
         nan_policy: Literal["fill", "error"] = "fill",
         skip_bad_samples: bool = False,
         skipped: list[tuple[str, str]] | None = None,
+        scaling: Scaling = "standardize",
     ) -> None:
         super().__init__([r.name for r in records], transform, source, skip_bad_samples, skipped)
         self.records = records
         self.nan_policy = nan_policy
+        self.scaling = scaling
         self.num_classes = len(DFC2020_CLASSES) - 1
 
     def load(self, index: int) -> dict[str, Any]:
@@ -152,7 +156,11 @@ class DFC2020Dataset(WSSSDataset):
                     )
                 data = np.where(bad[None], np.asarray(mean, np.float32)[:, None, None], data)
                 self.note_filled(path, int(bad.sum()))
-            bands.append(np.clip(data, low, high))
+            data = np.clip(data, low, high)
+            if self.scaling == "per_image_max":
+                data = data - low
+                data = data / (data.max(axis=(1, 2), keepdims=True) + 1e-5)
+            bands.append(data)
             invalid = bad if invalid is None else invalid | bad
         image = np.concatenate(bands).transpose(1, 2, 0)
         if record.mask_png is not None:
@@ -178,7 +186,7 @@ class DFC2020DataModule(WSSSDataModule):
     """DFC2020 with ``bands`` "s1s2" (15 channels: S1 then S2), "s2" (13) or "s1" (2).
 
     ``modality_channels`` gives the channels per modality in image order, e.g. (2, 13). Defaults follow
-    Hanna et al.: train on "validation", evaluate on "test", random 224 crops of the 256 tiles, no scaling.
+    Hanna et al.: train on "validation", evaluate on "test", random 224 crops of the 256 tiles, no rescale.
     Supervision "image" (labels by the 10 % rule) or "dense" (the DFC masks, or ``mask_dir`` pseudo-masks).
     """
 
@@ -194,6 +202,7 @@ class DFC2020DataModule(WSSSDataModule):
         root: str,
         bands: Literal["s1s2", "s2", "s1"] = "s1s2",
         nan_policy: Literal["fill", "error"] = "fill",
+        scaling: Scaling = "standardize",
         crop_size: int | None = 224,
         scale_range: tuple[float, float] = (1.0, 1.0),
         train_split: str = "validation",
@@ -217,12 +226,17 @@ class DFC2020DataModule(WSSSDataModule):
         if nan_policy not in ("fill", "error"):
             raise ValueError(f"nan_policy must be 'fill' or 'error', got {nan_policy!r}")
         self.bands = bands
+        if scaling not in ("standardize", "per_image_max"):
+            raise ValueError(f"scaling must be 'standardize' or 'per_image_max', got {scaling!r}")
         self.nan_policy = nan_policy
+        self.scaling = scaling
         modalities = BAND_SETS[bands]
         self.modality_channels = tuple(MODALITIES[m][0] for m in modalities)
         self.in_channels = sum(self.modality_channels)
         self.mean = tuple(v for m in modalities for v in MODALITIES[m][2])
         self.std = tuple(v for m in modalities for v in MODALITIES[m][3])
+        if scaling == "per_image_max":  # the tiles arrive in [0, 1] per channel
+            self.mean, self.std = (0.0,) * self.in_channels, (1.0,) * self.in_channels
         self.class_names = list(DFC2020_CLASSES)
         self.num_classes = len(DFC2020_CLASSES) - 1
 
@@ -258,5 +272,5 @@ class DFC2020DataModule(WSSSDataModule):
             str(folder),
         )
         return DFC2020Dataset(
-            records, transform, str(folder), self.nan_policy, self.skip_bad_samples, skipped
+            records, transform, str(folder), self.nan_policy, self.skip_bad_samples, skipped, self.scaling
         )
