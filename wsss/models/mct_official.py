@@ -68,6 +68,8 @@ def load_official_checkpoint(model: nn.Module, path: str | Path) -> LoadReport |
 
     def convert(state: dict[str, Tensor]) -> dict[str, Tensor]:
         version = official_version(state)
+        if state["cls_token"].shape[1] == 1 < model.net.num_classes:
+            raise ValueError("one class token: an ImageNet ViT / DeiT, pass it as `weights`")
         if version != model_version:
             raise ValueError(f"an official MCTformer-{version.upper()} checkpoint; build the model with "
                              f"version={version!r}")

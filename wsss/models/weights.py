@@ -254,12 +254,14 @@ def load_converted(
         state = read_state_dict(path)
     try:
         converted = convert(state)
+    except WeightsError:
+        raise
     except (KeyError, ValueError) as err:
-        if isinstance(err, WeightsError):
-            raise
         reason = err.args[0] if err.args else type(err).__name__
-        raise WeightsError(f"{source(path)} does not convert to {name} ({reason}). {fix}") from err
-    return load_state(module, converted, path, name, fix=fix)
+    else:
+        return load_state(module, converted, path, name, fix=fix)
+    # raised outside the handler, so that the command line reports this line and not the converter's alone
+    raise WeightsError(f"{source(path)} does not convert to {name} ({reason}). {fix}")
 
 
 def weights_reports(module: nn.Module) -> list[LoadReport]:
