@@ -79,10 +79,16 @@ def restoring_checkpoint() -> Iterator[None]:
 
 
 def weights_path(weights: str | Path | None, missing_fix: str = DOWNLOAD_FIX) -> Path | None:
-    """The file to read for ``weights`` (a file, or the weights file inside a snapshot folder), or None (no
-    weights, or while :func:`restoring_checkpoint`); ``missing_fix`` ends the error of a missing file."""
+    """The file to read for the initial ``weights`` of a network (:func:`weights_file`), or None (no weights,
+    or while :func:`restoring_checkpoint`)."""
     if weights is None or _RESTORING.get():
         return None
+    return weights_file(weights, missing_fix)
+
+
+def weights_file(weights: str | Path, missing_fix: str = DOWNLOAD_FIX) -> Path:
+    """The file ``weights`` names (the file, or the weights file inside a snapshot folder); ``missing_fix``
+    ends the error of a missing file."""
     path = Path(weights).expanduser()
     if path.is_dir():
         candidates = [path / name for name in SNAPSHOT_FILES]
@@ -120,7 +126,7 @@ def source(path: Path | None) -> str:
 
 def read_state_dict(weights: str | Path) -> dict[str, Tensor]:
     """The tensors of a weights file or snapshot folder, unwrapped (:func:`unwrap_state_dict`)."""
-    path = weights_path(weights)
+    path = weights_file(weights)
     try:
         state = _load_any(path)
     except Exception as err:
@@ -229,7 +235,7 @@ def load_state(
 
 def load_strictly(module: nn.Module, weights: str | Path, name: str, head: Sequence[str] = ()) -> LoadReport:
     """Read a weights file and load it into ``module`` with :func:`load_state`."""
-    path = weights_path(weights)
+    path = weights_file(weights)
     return load_state(module, read_state_dict(path), path, name, head)
 
 
