@@ -36,7 +36,7 @@ EXTRA_COMMANDS = {
 }
 #: the model arguments that take an ImageNet checkpoint
 WEIGHTS_KEYS = ("weights", "cnn_weights", "vit_weights", "encoder_weights")
-#: the model arguments that take a trained official checkpoint (given, it replaces the ImageNet one)
+#: the model arguments that take a trained official checkpoint: given, no :func:`scratch_warning`
 OFFICIAL_KEYS = ("official_checkpoint", "official_weights")
 
 
@@ -109,8 +109,7 @@ def recipe_files(args: Sequence[str]) -> list[str]:
 
 def scratch_warning(recipes: Sequence[str], model) -> str:
     """A loud warning when a paper recipe (any but ``*_synthetic``) leaves an ImageNet checkpoint argument of
-    the model (:data:`WEIGHTS_KEYS`) null, and gives no official checkpoint (:data:`OFFICIAL_KEYS`) either:
-    the paper never trains that network from scratch."""
+    the model (:data:`WEIGHTS_KEYS`) null: the paper never trains that network from scratch."""
     paper = [Path(r).stem for r in recipes if not Path(r).stem.endswith("_synthetic")]
     init_args = getattr(model, "init_args", None)
     unset = [k for k in WEIGHTS_KEYS if init_args is not None and k in init_args and init_args[k] is None]

@@ -11,9 +11,9 @@ key names: :func:`official_mit_state_dict` only unwraps and strips prefixes and 
 :meth:`SegFormerWithAttention.load_official_encoder` loads them (files read as every weights file is).
 """
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -100,7 +100,7 @@ class SegFormerWithAttention(nn.Module):
         self.model.encoder.patch_embed4.proj.stride = (last_stage_stride, last_stage_stride)
         self.stages = mit_attention_modules(self.model.encoder)
 
-    def load_official_encoder(self, weights: str | Path | Mapping) -> LoadReport | None:
+    def load_official_encoder(self, weights: str | os.PathLike | Mapping) -> LoadReport | None:
         """Load official MiT weights (a file or snapshot folder, or a state dict in memory; see
         :func:`official_mit_state_dict`) into the encoder, strictly; the encoder keeps the report."""
         report = load_converted(
