@@ -9,6 +9,7 @@ from jsonargparse import dict_to_namespace
 from safetensors.torch import save_file
 
 from wsss.main import main, scratch_warning
+from wsss.methods.cam_baseline import CAMBaseline
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 SYNTHETIC = str(RECIPES / "cam_baseline_synthetic.yaml")
@@ -100,3 +101,54 @@ def test_the_scratch_warning_names_every_null_checkpoint_argument():
     assert scratch_warning(["recipes/crt_synthetic.yaml", "recipes/_base_/wandb.yaml"], model) == ""
     model.init_args.cnn_weights, model.init_args.vit_weights = "resnet152.pth", "deit_small.pth"
     assert scratch_warning(["recipes/crt_voc.yaml"], model) == ""
+
+
+def test_an_official_checkpoint_counts_as_weights():
+    mct = {"class_path": "wsss.methods.mctformer.MCTformer",
+           "init_args": {"weights": None, "official_checkpoint": "MCTformer_v2.pth"}}
+    model = dict_to_namespace(mct)
+    assert scratch_warning(["recipes/mctformer_v2_voc.yaml"], model) == ""
+    model.init_args.official_checkpoint = None
+    assert "model.init_args.weights is null" in scratch_warning(["recipes/mctformer_v2_voc.yaml"], model)
+
+
+def test_a_corrupt_or_imagenet_official_mctformer_checkpoint_is_one_line(
+    tmp_path: Path, tiny_fit_args: list[str], capsys
+):
+    recipe = str(RECIPES / "mctformer_v2_synthetic.yaml")
+    corrupt = tmp_path / "checkpoint.pth"
+    corrupt.write_bytes(b"\x80\x02}q\x00(X\x05")  # a download cut short
+    code, _, err = run(["fit", "--config", recipe, *tiny_fit_args,
+                        f"--model.init_args.official_checkpoint={corrupt}"], capsys)
+    assert code == 2 and "Union subtypes" not in err and "Traceback" not in err
+    (line,) = error_lines(err)
+    assert line.startswith(f"wsss: error: weights file {corrupt} cannot be read (")
+    assert line.endswith("download it again")
+    deit = timm.create_model("deit_tiny_patch16_224", depth=1, embed_dim=32, num_heads=2)
+    torch.save({"model": deit.state_dict()}, tmp_path / "deit.pth")  # ImageNet DeiT, not a trained MCTformer
+    code, _, err = run(["fit", "--config", recipe, *tiny_fit_args,
+                        f"--model.init_args.official_checkpoint={tmp_path / 'deit.pth'}"], capsys)
+    (line,) = error_lines(err)
+    assert code == 2 and "Traceback" not in err
+    assert line.startswith(f"wsss: error: weights file {tmp_path / 'deit.pth'} does not convert to "
+                           "MCTformer-V2 (one class token: an ImageNet ViT / DeiT, pass it as `weights`)")
+
+
+def test_a_checkpoint_never_needs_its_initial_weights_file(tmp_path: Path, tiny_fit_args: list[str], capsys,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), weights)
+    args = ["--config", SYNTHETIC, *tiny_fit_args, f"--model.init_args.weights={weights}"]
+    assert run(["fit", *args], capsys)[0] == 0
+    ckpt = next(tmp_path.glob("**/checkpoints/last.ckpt"))
+    weights.unlink()  # the run's initial weights moved away
+    code, _, err = run(["predict", *args, f"--ckpt_path={ckpt}"], capsys)
+    assert code == 0 and not error_lines(err)
+    assert len(list(tmp_path.glob("runs/cam_baseline_synthetic/pseudo_masks/*.png"))) == 32
+    restored = CAMBaseline.load_from_checkpoint(ckpt)
+    assert restored.hparams.weights == str(weights)
+    saved = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert all(torch.equal(value, saved[key]) for key, value in restored.state_dict().items())
+    code, _, err = run(["fit", *args], capsys)  # without a checkpoint, the file is read and missed
+    assert code == 2 and "resnet18.pth does not exist" in error_lines(err)[0]

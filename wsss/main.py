@@ -1,5 +1,6 @@
 """The ``wsss`` command line: LightningCLI (fit, validate, test, predict) + extra commands."""
 
+import contextlib
 import importlib
 import itertools
 import os
@@ -19,7 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from wsss.data.base import WSSSDataModule
-from wsss.models.weights import WeightsNotFoundError
+from wsss.models.weights import WeightsNotFoundError, restoring_checkpoint
 from wsss.recipes import expand_config_args
 from wsss.replaced_args import linked_values, log_replaced
 from wsss.trainer import Trainer
@@ -37,6 +38,8 @@ EXTRA_COMMANDS = {
 }
 #: the model arguments that take an ImageNet checkpoint
 WEIGHTS_KEYS = ("weights", "cnn_weights", "vit_weights", "encoder_weights")
+#: the model arguments that take a trained official checkpoint: given, no :func:`scratch_warning`
+OFFICIAL_KEYS = ("official_checkpoint", "official_weights")
 
 
 class ConfigSaver(SaveConfigCallback):
@@ -84,9 +87,12 @@ class WSSSCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         """Build data, model and trainer; then a paper recipe about to train from random weights says so
-        (:func:`scratch_warning`; fit and ``wsss check`` only, not when resuming from ``ckpt_path``)."""
-        super().instantiate_classes()
+        (:func:`scratch_warning`; fit and ``wsss check`` only, not when resuming from ``ckpt_path``). With a
+        ``ckpt_path`` file, the networks' initial weights files are not read: the checkpoint restores them."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        restoring = config.get("ckpt_path") and Path(config.ckpt_path).is_file()
+        with restoring_checkpoint() if restoring else contextlib.nullcontext():
+            super().instantiate_classes()
         if self.subcommand in (None, "fit") and not config.get("ckpt_path"):
             warning = scratch_warning(self.recipes, config.model)
             if warning and rank_zero_only.rank == 0:
@@ -119,7 +125,8 @@ def scratch_warning(recipes: Sequence[str], model) -> str:
     paper = [Path(r).stem for r in recipes[:1] if not Path(r).stem.endswith("_synthetic")]
     init_args = getattr(model, "init_args", None)
     unset = [k for k in WEIGHTS_KEYS if init_args is not None and k in init_args and init_args[k] is None]
-    if not paper or not unset:
+    official = [k for k in OFFICIAL_KEYS if init_args is not None and init_args.get(k) is not None]
+    if not paper or not unset or official:
         return ""
     keys = ", ".join(f"model.init_args.{k}" for k in unset)
     return (

@@ -18,6 +18,7 @@ from wsss.methods.optim import (
     exempt_from_weight_decay,
     lr_factor,
 )
+from wsss.models.weights import restoring_checkpoint
 from wsss.pseudo.background import cams_to_mask, keep_present_classes, scores_with_background
 from wsss.pseudo.fusion import FlipBack, FusionNorm, check_fusion, normalize_fused, sum_views
 
@@ -53,6 +54,14 @@ class BaseTask(L.LightningModule):
         if lr_reference_batch is not None and lr_reference_batch < 1:
             raise ValueError(f"lr_reference_batch must be a positive batch or None, got {lr_reference_batch}")
         self.save_hyperparameters()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's ``load_from_checkpoint``, building the networks without reading their initial
+        weights files (``weights``, ``official_checkpoint``, ...): the checkpoint restores every tensor, and
+        those files may have moved since."""
+        with restoring_checkpoint():
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def training_losses(self, batch: dict) -> dict[str, Tensor]:
         """The losses on a training batch; ``"loss"`` is the total that is optimised."""

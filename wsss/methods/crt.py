@@ -29,8 +29,8 @@ class CRT(WSSSMethod):
     (affine parameters trained; ``False``: everything trains with ordinary BatchNorm, e.g. from scratch).
     ``cam_l1_size``: side of the square to which both raw CAMs are up-sampled for the L1 term; ``None`` is the
     training input's size (the official code hard-codes 336, its crop size; the paper only says "the L1 loss
-    of the two CAMs"). Official checkpoints load through
-    :func:`~wsss.models.crt_checkpoint.official_crt_state_dict`.
+    of the two CAMs"). Official checkpoint files load with
+    :func:`~wsss.models.crt_checkpoint.load_official_crt`.
 
     Multi-scale + flip CAMs follow ``step/make_cam.py`` (IRN): the ReLU'd eq. 1 map of each flipped view is
     flipped back at the CAM grid, each view is resized to (16·⌈H/16⌉, 16·⌈W/16⌉), the sum over views is

@@ -67,7 +67,7 @@ class SASFormer(BaseTask):
     ``affinity_levels`` picks the levels (1-based, Table 3), ``distance`` the distance (Table 5),
     ``level_reduction`` mean (paper) or sum (official code); ``seg_loss_resolution`` and ``unlabeled_cells``
     as in the module docstring. ``encoder_weights`` reads the official ImageNet ``mit_b*.pth`` as it is (smp
-    uses its key names); other official checkpoints: ``self.segmenter.load_official_encoder(state)``.
+    uses its key names); other official checkpoints: ``self.segmenter.load_official_encoder(path)``.
     ``backbone`` ``mit_b0``...``mit_b5`` builds smp's SegFormer (``last_stage_stride`` 1 = the official
     1/16 stage 4); any other name a timm ViT with a linear head and ``vit_levels`` block groups
     (``backbone_kwargs`` go to timm). Validation: single-scale ``val/miou``; test and predict: softmax

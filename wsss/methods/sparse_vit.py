@@ -53,7 +53,7 @@ from wsss.methods.gradcam import gradcam_maps
 from wsss.models.attention import AttentionCapture
 from wsss.models.gates import ViTHeadGates
 from wsss.models.multimodal_vit import create_multimodal_vit
-from wsss.models.official_sparse_vit import load_official_sparse_vit, read_official_state_dict
+from wsss.models.official_sparse_vit import load_official_sparse_vit
 from wsss.pseudo.clustering import (
     CLASS_ASSIGNMENTS,
     OVERLAP_RULES,
@@ -129,7 +129,6 @@ class SparseViT(WSSSMethod):
             raise ValueError(f"gate_lr_scale must be positive, got {gate_lr_scale}")
         if sparsity_weight < 0:
             raise ValueError(f"sparsity_weight must be non-negative, got {sparsity_weight}")
-        official_state = None if official_weights is None else read_official_state_dict(official_weights)
         channels = tuple(modality_channels) if modality_channels is not None else (in_channels,)
         if sum(channels) != in_channels:
             raise ValueError(f"modality_channels {channels} sum to {sum(channels)}, but the data has "
@@ -143,8 +142,8 @@ class SparseViT(WSSSMethod):
         else:
             self.gates = None
             self.capture = AttentionCapture([self.vit.blocks[-1].attn])
-        if official_state is not None:
-            load_official_sparse_vit(self, official_state)
+        if official_weights is not None:
+            load_official_sparse_vit(self, official_weights)
 
     def classify(self, images: Tensor) -> Tensor:
         """Image-level logits (B, K); the forward pass also records the last layer's (gated) attention."""

@@ -13,7 +13,6 @@ from torch import nn
 
 from wsss.models.weights import WeightsError, counted, judge_load, read_state_dict, weights_path
 
-check_weights_path = weights_path  # the former name, still imported elsewhere
 #: how torch reports a tensor of another shape in a state dict
 SIZE_MISMATCH = re.compile(
     r"size mismatch for ([\w.]+): copying a param with shape torch.Size\((\[[\d, ]*\])\) from checkpoint, "

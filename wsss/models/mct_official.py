@@ -5,28 +5,20 @@ The official model keeps its C class tokens in ``cls_token`` (1, C, D) and one p
 is ``head``. wsss keeps the class tokens and the two parts of the table as ``net.class_tokens``,
 ``net.class_pos_embed`` and ``net.patch_pos_embed``, the timm modules under ``net.vit.`` and the Patch-CAM
 conv as ``patch_head``. V1's ``head`` (a Linear or Conv1d that its forward never uses) and the final ``norm``
-(skipped by both official forwards) have no counterpart and are dropped.
+(skipped by both official forwards) have no counterpart and are dropped. Files are read as every weights
+file is (:mod:`wsss.models.weights`: ``{"model": ...}`` as main.py saves it, a ``module.`` prefix, ...).
 """
 
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from wsss.models.weights import LoadReport, load_converted
+
 UNUSED = ("norm.weight", "norm.bias")
-
-
-def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
-    """The state dict in an official checkpoint file: ``{"model": ...}`` as main.py saves it, or bare."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"official MCTformer checkpoint {path} does not exist; pass the path of the "
-                                "checkpoint.pth that the official main.py saved")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
-    return {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP-wrapped model
 
 
 def official_version(state: Mapping[str, Tensor]) -> Literal["v1", "v2"]:
@@ -68,20 +60,28 @@ def convert_official_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor
     return converted
 
 
-def load_official_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Load an official MCTformer V1/V2 checkpoint file into a wsss MCTformer of the same version and size."""
-    state = read_official_checkpoint(path)
-    version = official_version(state)
-    own = model.state_dict()
-    model_version = "v2" if "patch_head.weight" in own else "v1"
-    if version != model_version:
-        raise ValueError(f"{path} is an official MCTformer-{version.upper()} checkpoint; build the model "
-                         f"with version={version!r}")
-    converted = convert_official_state_dict(state)
-    for key, tensor in converted.items():
-        if key in own and own[key].shape != tensor.shape:
-            raise ValueError(
-                f"{path}: {key} is {tuple(tensor.shape)} in the checkpoint but {tuple(own[key].shape)} in "
-                "the model; build it with the checkpoint's num_classes, backbone size and img_size"
-            )
-    model.load_state_dict(converted, strict=True)
+def load_official_checkpoint(model: nn.Module, path: str | Path) -> LoadReport | None:
+    """Load an official MCTformer V1/V2 checkpoint file into a wsss MCTformer of the same version and size,
+    strictly; the report is kept as ``model.weights_report`` (None: nothing read, see
+    :func:`~wsss.models.weights.load_converted`)."""
+    model_version = "v2" if getattr(model, "patch_head", None) is not None else "v1"
+
+    def convert(state: dict[str, Tensor]) -> dict[str, Tensor]:
+        version = official_version(state)
+        if state["cls_token"].shape[1] == 1 < model.net.num_classes:
+            raise ValueError("one class token: an ImageNet ViT / DeiT, pass it as `weights`")
+        if version != model_version:
+            raise ValueError(f"an official MCTformer-{version.upper()} checkpoint; build the model with "
+                             f"version={version!r}")
+        return convert_official_state_dict(state)
+
+    report = load_converted(
+        model, path, convert, f"MCTformer-{model_version.upper()}",
+        fix="Pass the checkpoint.pth that the official main.py saved, to a model built like it (version, "
+            "num_classes, backbone size, img_size).",
+        missing_fix="pass the path of the checkpoint.pth that the official main.py saved",
+    )
+    if report is not None:
+        model.weights_report = report
+        rank_zero_info(f"wsss: weights {report}")
+    return report

@@ -5,7 +5,8 @@ The official ``Transformer`` stores block ``i`` as ``layers.i.0`` (PreNorm + gat
 3 x heads x head_dim split, and each layer's gate as ``fn.gate.log_a`` of shape (1, heads, 1, 1). The patch
 embeddings are Linear layers over patches flattened as (row, column, channel), the same map as a strided
 convolution whose weight is ``weight.view(D, p, p, C).permute(0, 3, 1, 2)``. ``mlp_head`` (LayerNorm, Linear)
-on the [CLS] token is timm's final ``norm`` (a per-token LayerNorm) followed by ``head``.
+on the [CLS] token is timm's final ``norm`` (a per-token LayerNorm) followed by ``head``. Files are read as
+every weights file is (:mod:`wsss.models.weights`: a bare state dict, a Lightning checkpoint's ...).
 """
 
 import re
@@ -13,9 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from wsss.models.backbones import check_weights_path
+from wsss.models.weights import LoadReport, load_converted
 
 BLOCK_KEYS = {
     "0.norm": "norm1",
@@ -82,30 +84,27 @@ def official_sparse_vit_state_dict(state: Mapping[str, Tensor], patch_size: int)
     return out
 
 
-def load_official_sparse_vit(model: torch.nn.Module, state: Mapping[str, Tensor]) -> None:
-    """Load an official sparse-vit-wsss state dict (the model's, or the Lightning module's with its
-    ``model.`` prefix) into a :class:`wsss.methods.SparseViT` built with the same shape.
+def load_official_sparse_vit(model: torch.nn.Module, weights: str | Path | Mapping) -> LoadReport | None:
+    """Load an official sparse-vit-wsss checkpoint (a file or snapshot folder, or a state dict in memory: the
+    model's, or the Lightning module's with its ``model.`` prefix) into a :class:`wsss.methods.SparseViT`
+    built with the same shape, strictly; the report is kept as ``model.weights_report``.
 
     Build the SparseViT like the official model: same image size, patch, width, depth, heads and gates;
     keep ``qkv_bias=False`` and ``norm_eps=1e-5`` (the defaults).
     """
-    state = {k.removeprefix("model."): v for k, v in state.items()}
-    converted = official_sparse_vit_state_dict(state, model.vit.patch_embed.patch_size[0])
-    if model.gates is None:
-        converted.pop("gates.gate.log_alpha", None)
-    try:
-        model.load_state_dict(converted, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"official checkpoint does not fit this SparseViT (build it with the official image "
-                         f"size, patch, width, depth, heads, head_gates and qkv_bias=False): {err}") from err
+    def convert(state: dict[str, Tensor]) -> dict[str, Tensor]:
+        state = {k.removeprefix("model."): v for k, v in state.items()}
+        converted = official_sparse_vit_state_dict(state, model.vit.patch_embed.patch_size[0])
+        if model.gates is None:
+            converted.pop("gates.gate.log_alpha", None)
+        return converted
 
-
-def read_official_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The state dict in a local official file: a bare state dict or a checkpoint holding ``state_dict``."""
-    path = check_weights_path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickled non-tensor objects (e.g. hyper-parameters) are refused by weights_only
-        raise ValueError(f"{path}: cannot read it as tensors only ({type(err).__name__}); save the model's "
-                         "state dict alone with torch.save(checkpoint['state_dict'], path)") from err
-    return state.get("state_dict", state)
+    report = load_converted(
+        model, weights, convert, "SparseViT",
+        fix="Build it like the official model (image size, patch, width, depth, heads, head_gates, "
+            "qkv_bias=False) and pass an official sparse-vit-wsss ViT/MViT checkpoint.",
+    )
+    if report is not None:
+        model.weights_report = report
+        rank_zero_info(f"wsss: weights {report}")
+    return report

@@ -8,9 +8,10 @@ maps over the patch tokens (class / register tokens dropped, rows renormalised).
 
 Official MiT weights (NVlabs ``mit_b*.pth``, or the encoder of a SegFormer / SASFormer checkpoint) use smp's
 key names: :func:`official_mit_state_dict` only unwraps and strips prefixes and drops the ImageNet head, and
-:meth:`SegFormerWithAttention.load_official_encoder` loads them.
+:meth:`SegFormerWithAttention.load_official_encoder` loads them (files read as every weights file is).
 """
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from wsss.models.attention import AttentionCapture, mit_attention_modules, vit_attention_modules
 from wsss.models.backbones import create_timm_model
 from wsss.models.segmenters import create_segmenter
+from wsss.models.weights import LoadReport, load_converted, unwrap_state_dict
 
 
 @dataclass
@@ -61,9 +63,7 @@ def official_mit_state_dict(state: Mapping) -> dict[str, Tensor]:
     whose encoder sits under ``backbone.`` (mmseg SegFormer) or ``encoder.`` (SASFormer): only the encoder is
     kept. The ImageNet classifier ``head.*`` is dropped.
     """
-    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = unwrap_state_dict(state)
     for prefix in OFFICIAL_ENCODER_PREFIXES:
         if any(k.startswith(prefix) for k in state):
             state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
@@ -109,12 +109,16 @@ class SegFormerWithAttention(nn.Module):
         self.model.encoder.patch_embed4.proj.stride = (last_stage_stride, last_stage_stride)
         self.stages = mit_attention_modules(self.model.encoder)
 
-    def load_official_encoder(self, state: Mapping) -> None:
-        """Load official MiT weights (see :func:`official_mit_state_dict`) into the encoder, strictly."""
-        try:
-            self.model.encoder.load_state_dict(official_mit_state_dict(state))
-        except RuntimeError as err:
-            raise ValueError(f"not an official MiT state dict of this encoder's size: {err}") from err
+    def load_official_encoder(self, weights: str | os.PathLike | Mapping) -> LoadReport | None:
+        """Load official MiT weights (a file or snapshot folder, or a state dict in memory; see
+        :func:`official_mit_state_dict`) into the encoder, strictly; the encoder keeps the report."""
+        report = load_converted(
+            self.model.encoder, weights, official_mit_state_dict, "this SegFormer's MiT encoder",
+            fix="Pass official MiT weights of this encoder's size (mit_b0 ... mit_b5, as the backbone).",
+        )
+        if report is not None:
+            self.model.encoder.weights_report = report
+        return report
 
     def forward(self, images: Tensor, with_attention: bool = False) -> SegmenterOutput:
         """Logits (B, C, H, W), decoder logits at 1/4 of the padded input, and A_l when ``with_attention``."""
