@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at ru
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
@@ -62,6 +62,15 @@ class WSSSCLI(LightningCLI):
             is_wandb = getattr(logger, "class_path", None) == "wsss.loggers.WandbLogger"
             if is_wandb and not logger.init_args.save_dir:
                 logger.init_args.save_dir = trainer.default_root_dir or os.getcwd()
+
+    def before_predict(self) -> None:
+        """Refuse a prediction that would write nothing: the command line keeps no returned predictions."""
+        if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            raise ValueError(
+                "wsss predict: no prediction writer in trainer.callbacks, so nothing would be saved; add one, "
+                "e.g. --trainer.callbacks+=wsss.callbacks.PseudoMaskWriter "
+                "--trainer.callbacks.output_dir=DIR (LocalisationBoxWriter for WSOL)"
+            )
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """The trainer with the ``checkpoint`` callback, unless ``trainer.enable_checkpointing`` is false."""

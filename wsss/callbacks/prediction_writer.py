@@ -101,7 +101,8 @@ class PseudoMaskWriter(BasePredictionWriter):
                                      None if labels is None else labels[new])
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Report and save the scores of the written masks (only when ground truth was seen)."""
+        """Say where the masks went; report and save their scores (only when ground truth was seen)."""
+        print(f"{type(self).__name__}: wrote {len(self.scored)} mask(s) to {self.output_dir}")
         if not trainer.strategy.reduce_boolean_decision(self.mask_iou.update_called, all=False):
             return  # every rank decides alike: compute() syncs, so no rank may skip it alone
         self.results = {"pseudo_mask_miou": float(self.mask_iou.compute())}
