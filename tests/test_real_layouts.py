@@ -54,13 +54,15 @@ def test_irn_layout_batches_collate_with_and_without_masks(devkit: Path) -> None
     assert batch["image"].shape == (4, 3, 320, 320) and batch["mask"].shape == (4, 320, 320)
 
 
-def test_irn_layout_still_demands_every_mask_for_dense_training_and_labels_without_masks(devkit: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"2 sample\(s\) lack a file, first: .*SegmentationClass/2008_000000.png"):
+def test_irn_layout_demands_masks_for_dense_training_and_labels_without_masks(devkit: Path) -> None:
+    with pytest.raises(
+        FileNotFoundError, match=r"2 sample\(s\) lack a file, first: .*SegmentationClass/2008_000000.png"
+    ):
         _plain(devkit, supervision="dense").dataset("train")
     (devkit / "cls_labels.npy").unlink()
     with pytest.raises(
         FileNotFoundError,
-        match=r"split 'train_aug' has no image-level labels for 2 image\(s\) \(first: '2008_000000'\).*cls_labels.npy",
+        match=r"'train_aug' has no image-level labels for 2 image\(s\) \(first: '2008_000000'\).*cls_labels",
     ):
         _plain(devkit).dataset("train")
     assert _plain(devkit).dataset("val")[0]["cls_labels"].sum() == 2  # val masks give the labels
@@ -94,7 +96,7 @@ def test_sasformer_layout_errors_name_the_archive(devkit: Path) -> None:
     with pytest.raises(DataFileError, match=r"voc_scribbles.zip: cannot read the scribbles archive"):
         _plain(devkit, supervision="scribble").dataset("train")
     (base / "voc_scribbles.zip").unlink()
-    with pytest.raises(FileNotFoundError, match=r"scribble_annotation/pascal_2012 .*voc_scribbles.zip \(the SASFormer"):
+    with pytest.raises(FileNotFoundError, match=r"pascal_2012 .*voc_scribbles.zip \(the SASFormer"):
         _plain(devkit, supervision="scribble").dataset("train")
     (base / "voc_whats_the_point.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"voc_whats_the_point.json \(the SASFormer / TEL layout\)"):

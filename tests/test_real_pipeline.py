@@ -81,7 +81,8 @@ def test_voc_pipeline_stage_1_to_3_on_the_irn_layout(data_dir: Path, capsys: pyt
     main(["validate", "--config", seg, *stage_3, f"--ckpt_path={ckpt}"])
     main(["predict", "--config", seg, *stage_3, "--data.init_args.predict_split=val", f"--ckpt_path={ckpt}"])
     predictions = Path("runs/segmentation_voc/predictions")
-    assert shapes(predictions) == {name: REAL_SIZES[(4 + i) % 3] for i, name in enumerate(names_of(data_dir, "val"))}
+    val = names_of(data_dir, "val")
+    assert shapes(predictions) == {name: REAL_SIZES[(4 + i) % 3] for i, name in enumerate(val)}
     assert "wrote 2 mask(s) to runs/segmentation_voc/predictions" in capsys.readouterr().out
     assert 0 <= json.loads((predictions / "metrics.json").read_text())["pseudo_mask_miou"] <= 1
 
@@ -108,8 +109,9 @@ def test_crt_cub_predict_writes_boxes_in_original_pixels(tmp_path: Path, monkeyp
     monkeypatch.chdir(tmp_path)
     write_fake_cub(tmp_path / "data", sizes=((375, 500), (500, 333)))
     recipe = str(RECIPES / "crt_cub.yaml")
-    args = ["--data.init_args.batch_size=2", "--data.init_args.eval_batch_size=2", "--data.init_args.crop_size=64",
-            "--data.init_args.resize_size=72", "--data.init_args.num_workers=0", *QUIET, *TINY_CRT]
+    args = ["--data.init_args.batch_size=2", "--data.init_args.eval_batch_size=2",
+            "--data.init_args.crop_size=64", "--data.init_args.resize_size=72", "--data.init_args.num_workers=0",
+            *QUIET, *TINY_CRT]
     main(["predict", "--config", recipe, *args])
     table = tmp_path / "runs/crt_cub/boxes/boxes.csv"
     assert f"wrote 3 box(es) to {Path('runs/crt_cub/boxes/boxes.csv')}" in capsys.readouterr().out
@@ -126,6 +128,6 @@ def test_crt_cub_predict_writes_boxes_in_original_pixels(tmp_path: Path, monkeyp
 
 def test_predict_without_a_writer_is_refused(data_dir: Path, capsys: pytest.CaptureFixture):
     with pytest.raises(SystemExit):
-        main(["predict", "--config", str(RECIPES / "cam_baseline_voc.yaml"), "--trainer.callbacks=[]", *TINY_CAM,
-              *QUIET])
+        main(["predict", "--config", str(RECIPES / "cam_baseline_voc.yaml"), "--trainer.callbacks=[]",
+              *TINY_CAM, *QUIET])
     assert "no prediction writer in trainer.callbacks" in capsys.readouterr().err

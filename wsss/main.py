@@ -67,8 +67,8 @@ class WSSSCLI(LightningCLI):
         """Refuse a prediction that would write nothing: the command line keeps no returned predictions."""
         if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
             raise ValueError(
-                "wsss predict: no prediction writer in trainer.callbacks, so nothing would be saved; add one, "
-                "e.g. --trainer.callbacks+=wsss.callbacks.PseudoMaskWriter "
+                "wsss predict: no prediction writer in trainer.callbacks, so nothing would be saved; add "
+                "one, e.g. --trainer.callbacks+=wsss.callbacks.PseudoMaskWriter "
                 "--trainer.callbacks.output_dir=DIR (LocalisationBoxWriter for WSOL)"
             )
 

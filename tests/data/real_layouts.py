@@ -87,7 +87,8 @@ def write_devkit_voc(base: str | Path, n_train: int = 2, n_sbd: int = 2, n_val: 
             clicks[name], background[name] = real_clicks(index, height, width)
             xml = base / "scribble.xml"
             write_scribble_xml(
-                real_scribbles(index, height, width), xml, SCRIBBLESUP_VOC_NAMES, f"{name}.jpg", (height, width)
+                real_scribbles(index, height, width), xml, SCRIBBLESUP_VOC_NAMES, f"{name}.jpg",
+                (height, width),
             )
             archive.write(xml, f"{name}.xml")
             xml.unlink()

@@ -11,7 +11,8 @@ Layout under ``root`` (the ``CUB_200_2011`` folder, or its parent)::
 
 Splits are "train" and "test". A sample has ``image``, ``label`` (int64, 0-based), ``cls_labels`` (one-hot
 (200,)) and ``name`` (the file stem); eval samples also have ``boxes`` (1, 4) xyxy in pixels of the
-resized image and ``size``, the original (H, W), to map predicted boxes back. Training samples carry no boxes: a random crop may cut the box away, and a variable box
+resized image and ``size``, the original (H, W), to map predicted boxes back. Training samples carry no
+boxes: a random crop may cut the box away, and a variable box
 count would not collate. ``class_names`` is ["background", 200 bird names].
 """
 

@@ -59,7 +59,7 @@ def draw_points(points: list[Point], shape: tuple[int, int], diameter: int = 3) 
 def read_scribble_xml(
     path: str | Path, class_names: tuple[str, ...] | list[str], data: bytes | None = None
 ) -> list[Scribble]:
-    """Read a ScribbleSup XML file (or its ``data``, e.g. from a zip; ``path`` then names it) into polylines."""
+    """Read a ScribbleSup XML file (or its ``data`` from a zip, ``path`` naming it) into polylines."""
     try:
         root = ET.parse(path).getroot() if data is None else ET.fromstring(data)
     except (OSError, ET.ParseError) as err:

@@ -33,7 +33,14 @@ from typing import Any, Literal
 import numpy as np
 
 from wsss.data.base import WSSSDataModule, WSSSDataset, drop_missing, image_labels
-from wsss.data.io import IGNORE_INDEX, DataFileError, check_label_ids, check_same_size, read_label_png, read_rgb
+from wsss.data.io import (
+    IGNORE_INDEX,
+    DataFileError,
+    check_label_ids,
+    check_same_size,
+    read_label_png,
+    read_rgb,
+)
 from wsss.data.sparse_labels import (
     SCRIBBLESUP_VOC_NAMES,
     draw_points,
@@ -318,7 +325,7 @@ class VOCDataModule(WSSSDataModule):
         lacking = sum(f"{name}.png" not in present for name in names)
         if lacking:
             log.info(
-                "split %r: %d of %d image(s) have no mask in %s; they are evaluated nowhere (all-ignore mask)",
+                "split %r: %d of %d image(s) have no mask in %s; they are not scored (all-ignore mask)",
                 split, lacking, len(names), folder,
             )
         return [folder / f"{name}.png" if f"{name}.png" in present else None for name in names]
@@ -328,13 +335,13 @@ class VOCDataModule(WSSSDataModule):
     ) -> list[np.ndarray] | None:
         path = self.labels_file()
         if not path.is_file():
-            unlabelled = names if masks is None else [n for n, m in zip(names, masks, strict=True) if m is None]
+            unlabelled = names if masks is None else [n for n, m in zip(names, masks, strict=True) if not m]
             if unlabelled:
                 raise FileNotFoundError(
                     f"split {split!r} has no image-level labels for {len(unlabelled)} image(s) (first: "
                     f"{unlabelled[0]!r}): neither {path} nor their masks in "
-                    f"{self.gt_mask_dir(split) or self.root / 'SegmentationClassAug'}; put IRN's cls_labels.npy "
-                    "there"
+                    f"{self.gt_mask_dir(split) or self.root / 'SegmentationClassAug'}; put IRN's "
+                    "cls_labels.npy there"
                 )
             return None
         table = read_labels_file(path, self.num_classes)
