@@ -110,8 +110,8 @@ def test_crt_cub_predict_writes_boxes_in_original_pixels(tmp_path: Path, monkeyp
     write_fake_cub(tmp_path / "data", sizes=((375, 500), (500, 333)))
     recipe = str(RECIPES / "crt_cub.yaml")
     args = ["--data.init_args.batch_size=2", "--data.init_args.eval_batch_size=2",
-            "--data.init_args.crop_size=64", "--data.init_args.resize_size=72", "--data.init_args.num_workers=0",
-            *QUIET, *TINY_CRT]
+            "--data.init_args.crop_size=64", "--data.init_args.resize_size=72",
+            "--data.init_args.num_workers=0", *QUIET, *TINY_CRT]
     main(["predict", "--config", recipe, *args])
     table = tmp_path / "runs/crt_cub/boxes/boxes.csv"
     assert f"wrote 3 box(es) to {Path('runs/crt_cub/boxes/boxes.csv')}" in capsys.readouterr().out

@@ -1,8 +1,10 @@
-"""Every method through ``wsss fit``, ``validate`` and ``predict`` at real VOC image sizes (issue 16).
+"""Every method through ``wsss fit``, ``validate`` and ``predict`` at real image sizes (issue 16).
 
 The data is IRN's layout with SASFormer's sparse labels (:func:`~tests.data.real_layouts.write_devkit_voc`):
 500x375, 333x500 and 640x426 images, masks for the devkit images only. The models are the CPU-sized
-synthetic recipes, trained for one batch of crops; validation and prediction see the full images.
+synthetic recipes, trained for one batch of crops; validation and prediction see the full images. The sparse
+ViT runs on 256 x 256 DFC2020 tiles; stage 3 (SegmentationTask) and CRT's WSOL on CUB are in
+``test_real_pipeline.py``.
 """
 
 import json
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.data.fake_dfc2020 import write_fake_dfc2020
 from tests.data.real_layouts import REAL_SIZES, write_devkit_voc
 from wsss.main import main
 
@@ -71,3 +74,24 @@ def test_fit_validate_predict_at_real_voc_sizes(
     assert written_shapes(masks) == {name: REAL_SIZES[i % 3] for i, name in enumerate(names)}
     assert f"wrote 4 mask(s) to runs/{recipe}/pseudo_masks" in capsys.readouterr().out
     assert 0 <= json.loads((masks / "metrics.json").read_text())["pseudo_mask_miou"] <= 1
+
+
+@pytest.mark.slow
+def test_sparse_vit_fit_validate_predict_on_real_size_dfc2020_tiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    root = write_fake_dfc2020(tmp_path / "dfc2020", n=2, size=256)  # DFC2020 tiles are 256 x 256
+    monkeypatch.chdir(tmp_path)
+    config = str(RECIPES / "sparse_vit_synthetic.yaml")
+    args = [f"--data.init_args.root={root}", "--data.init_args.batch_size=2",
+            "--data.init_args.eval_batch_size=1", f"--trainer.default_root_dir={tmp_path / 'run'}",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false"]
+    main(["fit", "--config", config, *args])
+    ckpt = next((tmp_path / "run").glob("**/checkpoints/last.ckpt"))
+    main(["validate", "--config", config, *args, f"--ckpt_path={ckpt}"])
+    main(["predict", "--config", config, *args, f"--ckpt_path={ckpt}"])
+    masks = tmp_path / "runs/sparse_vit_synthetic/pseudo_masks"
+    assert set(written_shapes(masks).values()) == {(256, 256)} and len(written_shapes(masks)) == 2
+    assert "wrote 2 mask(s) to runs/sparse_vit_synthetic/pseudo_masks" in capsys.readouterr().out

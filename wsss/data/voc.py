@@ -51,6 +51,7 @@ from wsss.data.sparse_labels import (
 from wsss.data.transforms import SampleTransform
 
 log = logging.getLogger(__name__)
+
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
