@@ -131,3 +131,39 @@ def test_predict_without_a_writer_is_refused(data_dir: Path, capsys: pytest.Capt
         main(["predict", "--config", str(RECIPES / "cam_baseline_voc.yaml"), "--trainer.callbacks=[]",
               *TINY_CAM, *QUIET])
     assert "no prediction writer in trainer.callbacks" in capsys.readouterr().err
+
+
+#: the paper recipes' own networks, narrowed and shortened (the patch size, window and strides stay)
+TINY_PAPER = {
+    "mctformer_v2_voc": ["--model.init_args.backbone_kwargs={depth: 3, embed_dim: 48, num_heads: 1}",
+                         "--model.init_args.cam_flip=false"],
+    "bitrans_voc": ["--model.init_args.backbone_kwargs={depth: 3, embed_dim: 48, num_heads: 1}",
+                    "--model.init_args.cam_flip=false"],
+    "swtformer_v1_voc": ["--model.init_args.backbone_overrides={embed_dim: 32, depths: [1, 1, 1, 1], "
+                         "num_heads: [1, 2, 4, 8]}", "--model.init_args.cam_scales=[1.0]",
+                         "--model.init_args.cam_flip=false"],
+    "swtformer_v2_voc": ["--model.init_args.backbone_overrides={embed_dim: 32, depths: [1, 1, 1, 1], "
+                         "num_heads: [1, 2, 4, 8]}", "--model.init_args.hff_dims=[32, 32, 64, 64]",
+                         "--model.init_args.cam_scales=[1.0]", "--model.init_args.cam_flip=false"],
+    "crt_voc": ["--model.init_args.cnn_backbone=resnet18", "--model.init_args.vit_depth=1",
+                "--model.init_args.vit_kwargs={embed_dim: 48, num_heads: 1}",
+                "--model.init_args.cam_scales=[1.0]", "--model.init_args.cam_flip=false"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(TINY_PAPER))
+def test_paper_recipe_fit_validate_predict_at_real_sizes(data_dir: Path, capsys: pytest.CaptureFixture,
+                                                         recipe: str):
+    config = str(RECIPES / f"{recipe}.yaml")
+    args = ["--data.init_args.batch_size=2", "--data.init_args.num_workers=0", "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1", *QUIET, *TINY_PAPER[recipe]]
+    main(["fit", "--config", config, *args])
+    ckpt = next(Path(f"runs/{recipe}").glob("**/checkpoints/last.ckpt"))
+    main(["validate", "--config", config, *args, f"--ckpt_path={ckpt}"])
+    main(["predict", "--config", config, *args, f"--ckpt_path={ckpt}"])
+    train_aug = names_of(data_dir, "train_aug")
+    assert shapes(Path(f"runs/{recipe}/pseudo_masks")) == {
+        name: REAL_SIZES[i % 3] for i, name in enumerate(train_aug)
+    }
+    assert f"wrote 4 mask(s) to runs/{recipe}/pseudo_masks" in capsys.readouterr().out
