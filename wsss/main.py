@@ -69,7 +69,7 @@ class WSSSCLI(LightningCLI):
             raise ValueError(
                 "wsss predict: no prediction writer in trainer.callbacks, so nothing would be saved; add "
                 "one, e.g. --trainer.callbacks+=wsss.callbacks.PseudoMaskWriter "
-                "--trainer.callbacks.output_dir=DIR (LocalisationBoxWriter for WSOL)"
+                "--trainer.callbacks.init_args.output_dir=DIR (LocalisationBoxWriter for WSOL)"
             )
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
