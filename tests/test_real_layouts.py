@@ -111,3 +111,10 @@ def test_coco_labels_keyed_by_file_name_are_accepted(tmp_path: Path) -> None:
     np.save(root / "cls_labels.npy", {f"{name}.jpg": vector for name in names})
     sample = COCODataModule(str(root)).dataset("train")[0]
     np.testing.assert_array_equal(sample["cls_labels"].numpy(), vector)
+
+
+def test_sasformer_layout_without_train_aug_txt_derives_it_from_sbd(devkit: Path) -> None:
+    listed = (devkit / "ImageSets/Segmentation/train_aug.txt").read_text().split()
+    (devkit / "ImageSets/Segmentation/train_aug.txt").unlink()
+    dataset = _plain(devkit, supervision="scribble").dataset("train")
+    assert dataset.names == sorted(listed)  # SBD train + SBD val + VOC train - VOC val

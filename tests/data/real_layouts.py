@@ -8,7 +8,7 @@
   + SBD images without a devkit mask) and IRN's ``cls_labels.npy`` (integer keys, every image);
 - SASFormer / TEL's sparse labels next to ``VOCdevkit/``: ``voc_whats_the_point.json``,
   ``voc_whats_the_point_bg_from_scribbles.json`` and ``voc_scribbles.zip`` (``<name>.xml`` per image, the
-  ScribbleSup format with its class names).
+  ScribbleSup format with its class names), and SBD's ``SBD/{train,val}.txt`` lists.
 
 Image ``i`` of size (H, W) has a rectangle of class :func:`~tests.data.fake_voc.first_class` over rows
 [H // 8, H // 2) and columns [W // 8, W // 2), a bar of :func:`~tests.data.fake_voc.second_class` over rows
@@ -99,4 +99,8 @@ def write_devkit_voc(base: str | Path, n_train: int = 2, n_sbd: int = 2, n_val: 
     splits = {"train": names["train"], "val": names["val"], "train_aug": names["train"] + names["sbd"]}
     for split, split_names in splits.items():
         (root / "ImageSets/Segmentation" / f"{split}.txt").write_text("".join(f"{s}\n" for s in split_names))
+    # torchvision's SBDataset lists, as SASFormer reads them; SBD val holds a VOC val image
+    (base / "SBD").mkdir()
+    (base / "SBD/train.txt").write_text(f"{names['sbd'][0]}\n{names['train'][0]}\n")
+    (base / "SBD/val.txt").write_text("".join(f"{s}\n" for s in names["sbd"][1:] + names["val"][:1]))
     return root

@@ -14,7 +14,8 @@ Layout under ``root`` (the ``VOC2012`` folder)::
 
 The SASFormer / TEL / GatedCRFLoss layout is read as well: ``voc_whats_the_point.json``,
 ``voc_whats_the_point_bg_from_scribbles.json`` and ``voc_scribbles.zip`` (one ``<name>.xml`` per image) in
-the folder that holds ``VOCdevkit/`` (``root/../..``), used when ``root`` has no sparse labels of its own.
+the folder that holds ``VOCdevkit/`` (``root/../..``), used when ``root`` has no sparse labels of its own;
+without ``train_aug.txt``, ``train_aug`` is derived from ``SBD/{train,val}.txt`` there as SASFormer does.
 
 Image-level labels come from ``cls_labels.npy`` when present, else from the classes in the mask. Masks are
 needed for every image only to train with ``supervision="dense"``; otherwise a split whose images have masks
@@ -274,7 +275,7 @@ class VOCDataModule(WSSSDataModule):
     def make_dataset(self, split: str, transform: SampleTransform, train: bool) -> SegmentationFolderDataset:
         """Resolve every sample's files, labels and sparse source, then check that they exist."""
         list_file = self.split_file(split)
-        names = read_split_names(list_file)
+        names = self.split_names(split)
         if not names:
             raise ValueError(f"{list_file}: the split {split!r} lists no images")
         image_dir = self.image_dir(split)
@@ -302,6 +303,20 @@ class VOCDataModule(WSSSDataModule):
             records, self.num_classes, transform, str(list_file), self.skip_bad_samples, skipped,
             with_masks=masks is not None,
         )
+
+    def split_names(self, split: str) -> list[str]:
+        """The names of ``split``. Without ``train_aug.txt`` but with SBD next to ``VOCdevkit/`` (SASFormer's
+        layout: ``SBD/{train,val}.txt``), ``train_aug`` is SBD train + val + VOC train - VOC val, sorted."""
+        list_file = self.split_file(split)
+        sbd = self.sasformer_dir() / "SBD"
+        if split != "train_aug" or list_file.is_file() or not (sbd / "train.txt").is_file():
+            return read_split_names(list_file)
+        voc = list_file.parent
+        names = {n for f in (sbd / "train.txt", sbd / "val.txt", voc / "train.txt") if f.is_file()
+                 for n in read_split_names(f)}
+        names -= set(read_split_names(voc / "val.txt"))
+        log.info("train_aug: %d images from %s and %s (no %s)", len(names), sbd, voc / "train.txt", list_file)
+        return sorted(names)
 
     @staticmethod
     def _image_path(image_dir: Path, name: str) -> Path:
