@@ -29,7 +29,8 @@ class CRT(WSSSMethod):
 
     ``task="wsss"``: multi-label soft-margin losses on ``cls_labels``; validation reports mAP and seed mIoU.
     ``task="wsol"``: single-label softmax cross-entropy on ``label``; validation reports top-1 / top-5 /
-    GT-known localisation through :class:`~wsss.eval.WSOLAccuracy` on the samples' ``boxes``.
+    GT-known localisation through :class:`~wsss.eval.WSOLAccuracy` on the samples' ``boxes``; prediction gives
+    the top-1 class and its box for :class:`~wsss.callbacks.LocalisationBoxWriter`.
 
     Differences from the official code (``huodongjian0603/crt@5aa670a``):
 
