@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.data.fake_dfc2020 import write_fake_dfc2020
-from tests.data.real_layouts import REAL_SIZES, write_devkit_voc
+from tests.data.real_layouts import REAL_SIZES, real_mask, write_devkit_voc
 from wsss.main import main
 
 RECIPES = Path(__file__).parents[1] / "recipes"
@@ -95,3 +95,19 @@ def test_sparse_vit_fit_validate_predict_on_real_size_dfc2020_tiles(
     masks = tmp_path / "runs/sparse_vit_synthetic/pseudo_masks"
     assert set(written_shapes(masks).values()) == {(256, 256)} and len(written_shapes(masks)) == 2
     assert "wrote 2 mask(s) to runs/sparse_vit_synthetic/pseudo_masks" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_affinitynet_fits_at_real_voc_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AffinityNet has no validate or predict: its checkpoint feeds the learned-affinity refiner."""
+    root = write_devkit_voc(tmp_path / "data")
+    confident = tmp_path / "confident"  # stand-in confident labels: the true masks
+    confident.mkdir()
+    for i, name in enumerate((root / "ImageSets/Segmentation/train_aug.txt").read_text().split()):
+        Image.fromarray(real_mask(i, *REAL_SIZES[i % 3])).save(confident / f"{name}.png")
+    monkeypatch.chdir(tmp_path)
+    config = str(RECIPES / "affinitynet_synthetic.yaml")
+    args = [*real_size_args(root, tmp_path / "run"), f"--data.init_args.mask_dir={confident}",
+            "--model.init_args.radius=3"]
+    main(["fit", "--config", config, *args])
+    assert next((tmp_path / "run").glob("**/checkpoints/last.ckpt")).is_file()
