@@ -202,7 +202,7 @@ def test_corrupt_image_names_the_file(voc_root: Path) -> None:
 def test_missing_sparse_sources_name_what_was_looked_for(voc_root: Path) -> None:
     (voc_root / "whats_the_point/voc_whats_the_point.json").unlink()
     with pytest.raises(
-        FileNotFoundError, match=r"neither .*SparseLabels/point nor .*voc_whats_the_point.json"
+        FileNotFoundError, match=r"none of .*SparseLabels/point, .*voc_whats_the_point.json"
     ):
         VOCDataModule(str(voc_root), supervision="point").dataset("train")
     (voc_root / "whats_the_point/voc_whats_the_point.json").write_text('{"2007_000000": []}')

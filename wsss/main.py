@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at ru
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -97,6 +97,15 @@ class WSSSCLI(LightningCLI):
             warning = scratch_warning(self.recipes, config.model)
             if warning and rank_zero_only.rank == 0:
                 print(warning, file=sys.stderr)
+
+    def before_predict(self) -> None:
+        """Refuse a prediction that would write nothing: the command line keeps no returned predictions."""
+        if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            raise ValueError(
+                "wsss predict: no prediction writer in trainer.callbacks, so nothing would be saved; add "
+                "one, e.g. --trainer.callbacks+=wsss.callbacks.PseudoMaskWriter "
+                "--trainer.callbacks.init_args.output_dir=DIR (LocalisationBoxWriter for WSOL)"
+            )
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """The trainer with the ``checkpoint`` callback, unless ``trainer.enable_checkpointing`` is false.

@@ -10,11 +10,14 @@ HEIGHT, WIDTH = 40, 60
 BOX_XYWH = (6.0, 8.0, 30.0, 20.0)
 
 
-def write_fake_cub(root: str | Path, num_classes: int = 3, per_class: int = 2) -> Path:
+def write_fake_cub(
+    root: str | Path, num_classes: int = 3, per_class: int = 2, sizes: tuple[tuple[int, int], ...] = ()
+) -> Path:
     """Write ``root/CUB_200_2011`` and return that folder.
 
     Image ids run 1..num_classes*per_class; image ``k`` of class ``c`` (1-based) is
-    ``images/00c.Bird_c/Bird_c_000k.jpg``; odd ids are training images, even ids test images.
+    ``images/00c.Bird_c/Bird_c_000k.jpg``; odd ids are training images, even ids test images. Image ``id``
+    is (HEIGHT, WIDTH), or ``sizes[(id - 1) % len(sizes)]`` when ``sizes`` are given (real CUB sizes).
     """
     cub = Path(root) / "CUB_200_2011"
     images, labels, boxes, split, classes = [], [], [], [], []
@@ -26,7 +29,8 @@ def write_fake_cub(root: str | Path, num_classes: int = 3, per_class: int = 2) -
         for k in range(per_class):
             image_id += 1
             relpath = f"{folder}/Bird_{c}_{k:04d}.jpg"
-            pixels = np.full((HEIGHT, WIDTH, 3), 40 * c, np.uint8)
+            height, width = sizes[(image_id - 1) % len(sizes)] if sizes else (HEIGHT, WIDTH)
+            pixels = np.full((height, width, 3), 40 * c, np.uint8)
             Image.fromarray(pixels).save(cub / "images" / relpath)
             images.append(f"{image_id} {relpath}")
             labels.append(f"{image_id} {c}")

@@ -121,7 +121,10 @@ class PseudoMaskWriter(BasePredictionWriter):
         trainer.strategy.barrier("wsss_masks_written")  # every rank's masks are in the staging folder
         if trainer.is_global_zero:
             publish_mask_folder(self.staging, self.output_dir)
-            rank_zero_info(f"pseudo-masks in {self.output_dir}: {self.results}")
+            written = sum(1 for _ in self.output_dir.glob("*.png"))
+            print(f"{type(self).__name__}: wrote {written} mask(s) to {self.output_dir}")
+            if self.results:
+                rank_zero_info(f"pseudo-mask scores: {self.results}")
         self.staging = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException) -> None:

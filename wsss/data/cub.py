@@ -11,7 +11,8 @@ Layout under ``root`` (the ``CUB_200_2011`` folder, or its parent)::
 
 Splits are "train" and "test". A sample has ``image``, ``label`` (int64, 0-based), ``cls_labels`` (one-hot
 (200,)) and ``name`` (the file stem); eval samples also have ``boxes`` (1, 4) xyxy in pixels of the
-resized image. Training samples carry no boxes: a random crop may cut the box away, and a variable box
+resized image and ``size``, the original (H, W), to map predicted boxes back. Training samples carry no
+boxes: a random crop may cut the box away, and a variable box
 count would not collate. ``class_names`` is ["background", 200 bird names].
 """
 
@@ -98,6 +99,7 @@ class CUBDataset(WSSSDataset):
             height, width = image.shape[:2]
             x0, y0, x1, y1 = record.box
             raw["boxes"] = np.array([[max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)]], np.float32)
+            raw["size"] = np.array([height, width], np.int64)
         return raw
 
 

@@ -62,11 +62,12 @@ def draw_points(points: list[Point], shape: tuple[int, int], diameter: int = 3) 
     return label
 
 
-def read_scribble_xml(path: str | Path, class_names: tuple[str, ...] | list[str]) -> list[Scribble]:
-    """Read a ScribbleSup XML file into (class id, vertices) polylines."""
-    path = Path(path)
+def read_scribble_xml(
+    path: str | Path, class_names: tuple[str, ...] | list[str], data: bytes | None = None
+) -> list[Scribble]:
+    """Read a ScribbleSup XML file (or its ``data`` from a zip, ``path`` naming it) into polylines."""
     try:
-        root = ET.parse(path).getroot()
+        root = ET.parse(path).getroot() if data is None else ET.fromstring(data)
     except (OSError, ET.ParseError) as err:
         raise ValueError(f"{path}: cannot read scribbles ({err})") from err
     index = {name: i for i, name in enumerate(class_names)}

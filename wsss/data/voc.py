@@ -12,11 +12,21 @@ Layout under ``root`` (the ``VOC2012`` folder)::
     whats_the_point/voc_whats_the_point.json                     clicks (+ ..._bg_from_scribbles.json)
     scribble_annotation/pascal_2012/<name>.xml                   ScribbleSup scribbles
 
-Image-level labels come from ``cls_labels.npy`` when present, else from the classes in the mask.
+The SASFormer / TEL / GatedCRFLoss layout is read as well: ``voc_whats_the_point.json``,
+``voc_whats_the_point_bg_from_scribbles.json`` and ``voc_scribbles.zip`` (one ``<name>.xml`` per image) in
+the folder that holds ``VOCdevkit/`` (``root/../..``), used when ``root`` has no sparse labels of its own;
+without ``train_aug.txt``, ``train_aug`` is derived from ``SBD/{train,val}.txt`` there as SASFormer does.
+
+Image-level labels come from ``cls_labels.npy`` when present, else from the classes in the mask. Masks are
+needed for every image only to train with ``supervision="dense"``; otherwise a split whose images have masks
+only in part (IRN's layout: the devkit ``SegmentationClass`` covers ``train`` and ``val``, not the SBD part of
+``train_aug``) gives the others an all-ignore (255) mask, so evaluation uses the masks that exist and
+image-level labels come from ``cls_labels.npy``.
 """
 
 import logging
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +36,7 @@ import numpy as np
 
 from wsss.data.base import WSSSDataModule, WSSSDataset, drop_missing, image_labels
 from wsss.data.io import (
+    IGNORE_INDEX,
     DataFileError,
     check_label_ids,
     check_same_size,
@@ -43,6 +54,8 @@ from wsss.data.sparse_labels import (
 )
 from wsss.data.transforms import SampleTransform
 
+log = logging.getLogger(__name__)
+
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -53,6 +66,10 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 POINTS_JSON = "whats_the_point/voc_whats_the_point.json"
 BACKGROUND_POINTS_JSON = "whats_the_point/voc_whats_the_point_bg_from_scribbles.json"
 SCRIBBLE_XML_DIR = "scribble_annotation/pascal_2012"
+#: the SASFormer / TEL file names, in the folder that holds VOCdevkit/
+SASFORMER_POINTS_JSON = "voc_whats_the_point.json"
+SASFORMER_BACKGROUND_POINTS_JSON = "voc_whats_the_point_bg_from_scribbles.json"
+SASFORMER_SCRIBBLES_ZIP = "voc_scribbles.zip"
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +78,9 @@ log = logging.getLogger(__name__)
 class SparseSource:
     """Where one image's sparse labels come from: a rasterised PNG, clicks, or a ScribbleSup XML."""
 
-    kind: Literal["png", "points", "scribble_xml"]
+    kind: Literal["png", "points", "scribble_xml", "scribble_zip"]
     path: Path
+    member: str = ""
     points: tuple[dict, ...] = ()
     class_names: tuple[str, ...] = ()
     #: whether the clicks file lists the image (background clicks may come from another file)
@@ -71,7 +89,9 @@ class SparseSource:
     @property
     def origin(self) -> str:
         """The file (and, for a shared JSON, the entry) named in errors."""
-        return str(self.path) if self.kind != "points" else f"{self.path} (clicks of this image)"
+        if self.kind == "points":
+            return f"{self.path} (clicks of this image)"
+        return f"{self.path}:{self.member}" if self.kind == "scribble_zip" else str(self.path)
 
     def click_problem(self, shape: tuple[int, int] | None) -> tuple[str, str] | None:
         """(clicks file, reason) when no click lies inside the image of (H, W) ``shape``."""
@@ -88,10 +108,20 @@ class SparseSource:
         if self.kind == "points":
             return draw_points(list(self.points), shape, diameter=3)
         try:
-            scribbles = read_scribble_xml(self.path, self.class_names)
+            data = self._zip_member() if self.kind == "scribble_zip" else None
+            scribbles = read_scribble_xml(self.origin, self.class_names, data)
         except ValueError as err:
-            raise DataFileError(self.path, str(err).removeprefix(f"{self.path}: ")) from err
+            raise DataFileError(self.origin, str(err).removeprefix(f"{self.origin}: ")) from err
         return draw_scribbles(scribbles, shape, width=3)
+
+    def _zip_member(self) -> bytes:
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return archive.read(self.member)
+        except KeyError as err:
+            raise DataFileError(self.path, f"has no {self.member} (the scribbles of this image)") from err
+        except (OSError, zipfile.BadZipFile) as err:
+            raise DataFileError(self.path, f"cannot read the scribbles archive ({err})") from err
 
 
 @dataclass(frozen=True)
@@ -116,10 +146,13 @@ class SegmentationFolderDataset(WSSSDataset):
         source: str,
         skip_bad_samples: bool = False,
         skipped: list[tuple[str, str]] | None = None,
+        with_masks: bool | None = None,
     ) -> None:
         super().__init__([r.name for r in records], transform, source, skip_bad_samples, skipped)
         self.records = records
         self.num_classes = num_classes
+        #: every sample has a ``mask``: its file, or all-ignore (255) when the record has none
+        self.with_masks = any(r.mask is not None for r in records) if with_masks is None else with_masks
 
     def load(self, index: int) -> dict[str, Any]:
         """Read the image, its mask and sparse labels (checked against the image size and class list)."""
@@ -131,6 +164,8 @@ class SegmentationFolderDataset(WSSSDataset):
             check_same_size(mask, image.shape, record.mask, record.image)
             check_label_ids(mask, self.num_classes, record.mask)
             raw["mask"] = mask
+        elif self.with_masks:
+            raw["mask"] = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
         raw["cls_labels"] = (
             record.cls_labels
             if record.cls_labels is not None
@@ -197,9 +232,11 @@ def read_labels_file(path: Path, num_classes: int) -> dict[Any, np.ndarray]:
 
 
 def lookup_labels(labels: dict[Any, np.ndarray], name: str) -> np.ndarray | None:
-    """Labels of ``name``; IRN keys names as integers without the underscore (2007_000032 -> 2007000032)."""
-    if name in labels:
-        return np.asarray(labels[name], dtype=np.float32)
+    """Labels of ``name``, keyed by the name, by the file name (``<name>.jpg``, as MCTformer's COCO labels) or
+    as IRN does by an integer without the underscore (2007_000032 -> 2007000032)."""
+    for key in (name, f"{name}.jpg"):
+        if key in labels:
+            return np.asarray(labels[key], dtype=np.float32)
     digits = name.replace("_", "")
     if digits.isdigit() and int(digits) in labels:
         return np.asarray(labels[int(digits)], dtype=np.float32)
@@ -270,7 +307,7 @@ class VOCDataModule(WSSSDataModule):
     def make_dataset(self, split: str, transform: SampleTransform, train: bool) -> SegmentationFolderDataset:
         """Resolve every sample's files, labels and sparse source, then check that they exist."""
         list_file = self.split_file(split)
-        names = read_split_names(list_file)
+        names = self.split_names(split)
         if not names:
             raise ValueError(f"{list_file}: the split {split!r} lists no images")
         image_dir = self.image_dir(split)
@@ -313,8 +350,23 @@ class VOCDataModule(WSSSDataModule):
             skipped += unclicked
             report_clicks_outside(records, shapes)
         return SegmentationFolderDataset(
-            records, self.num_classes, transform, str(list_file), self.skip_bad_samples, skipped
+            records, self.num_classes, transform, str(list_file), self.skip_bad_samples, skipped,
+            with_masks=masks is not None,
         )
+
+    def split_names(self, split: str) -> list[str]:
+        """The names of ``split``. Without ``train_aug.txt`` but with SBD next to ``VOCdevkit/`` (SASFormer's
+        layout: ``SBD/{train,val}.txt``), ``train_aug`` is SBD train + val + VOC train - VOC val, sorted."""
+        list_file = self.split_file(split)
+        sbd = self.sasformer_dir() / "SBD"
+        if split != "train_aug" or list_file.is_file() or not (sbd / "train.txt").is_file():
+            return read_split_names(list_file)
+        voc = list_file.parent
+        names = {n for f in (sbd / "train.txt", sbd / "val.txt", voc / "train.txt") if f.is_file()
+                 for n in read_split_names(f)}
+        names -= set(read_split_names(voc / "val.txt"))
+        log.info("train_aug: %d images from %s and %s (no %s)", len(names), sbd, voc / "train.txt", list_file)
+        return sorted(names)
 
     @staticmethod
     def _image_path(image_dir: Path, name: str) -> Path:
@@ -322,7 +374,9 @@ class VOCDataModule(WSSSDataModule):
         png = image_dir / f"{name}.png"
         return png if not jpg.is_file() and png.is_file() else jpg
 
-    def _mask_paths(self, split: str, names: list[str], train: bool) -> list[Path] | None:
+    def _mask_paths(self, split: str, names: list[str], train: bool) -> list[Path | None] | None:
+        """Every name's mask; None for the split when none exists. Only dense training needs them all:
+        otherwise a missing mask is None (an all-ignore mask)."""
         folder = self.mask_dir if train and self.mask_dir is not None else self.gt_mask_dir(split)
         present = set(os.listdir(folder)) if folder is not None else set()
         if not any(f"{name}.png" in present for name in names):
@@ -332,17 +386,28 @@ class VOCDataModule(WSSSDataModule):
                     f"{folder if folder is not None else self.root / 'SegmentationClassAug'}"
                 )
             return None
-        return [folder / f"{name}.png" for name in names]
+        if train and self.supervision == "dense":
+            return [folder / f"{name}.png" for name in names]  # drop_missing names the absent ones
+        lacking = sum(f"{name}.png" not in present for name in names)
+        if lacking:
+            log.info(
+                "split %r: %d of %d image(s) have no mask in %s; they are not scored (all-ignore mask)",
+                split, lacking, len(names), folder,
+            )
+        return [folder / f"{name}.png" if f"{name}.png" in present else None for name in names]
 
     def _image_labels(
-        self, split: str, names: list[str], masks: list[Path] | None
+        self, split: str, names: list[str], masks: list[Path | None] | None
     ) -> list[np.ndarray] | None:
         path = self.labels_file()
         if not path.is_file():
-            if masks is None:
+            unlabelled = names if masks is None else [n for n, m in zip(names, masks, strict=True) if not m]
+            if unlabelled:
                 raise FileNotFoundError(
-                    f"split {split!r} has no image-level labels: neither {path} nor masks in "
-                    f"{self.gt_mask_dir(split) or self.root / 'SegmentationClassAug'}"
+                    f"split {split!r} has no image-level labels for {len(unlabelled)} image(s) (first: "
+                    f"{unlabelled[0]!r}): neither {path} nor their masks in "
+                    f"{self.gt_mask_dir(split) or self.root / 'SegmentationClassAug'}; put IRN's "
+                    "cls_labels.npy there"
                 )
             return None
         table = read_labels_file(path, self.num_classes)
@@ -371,6 +436,10 @@ class VOCDataModule(WSSSDataModule):
             )
         return kept, [(path, f"{name}: {reason}") for name, path, reason in bad]
 
+    def sasformer_dir(self) -> Path:
+        """The folder that holds ``VOCdevkit/`` (``root/../..``), where SASFormer / TEL keep sparse labels."""
+        return self.root.resolve().parent.parent
+
     def _sparse_sources(self, names: list[str]) -> list[SparseSource]:
         kind = self.supervision
         png_dir = self.root / "SparseLabels" / kind
@@ -378,18 +447,43 @@ class VOCDataModule(WSSSDataModule):
             return [SparseSource("png", png_dir / f"{name}.png") for name in names]
         if kind == "scribble":
             xml_dir = self.root / SCRIBBLE_XML_DIR
-            if not xml_dir.is_dir():
-                raise FileNotFoundError(f"scribble labels not found: neither {png_dir} nor {xml_dir} exists")
+            archive = self.sasformer_dir() / SASFORMER_SCRIBBLES_ZIP
             class_names = tuple(self.class_names) if self.custom_classes else SCRIBBLESUP_VOC_NAMES
-            return [
-                SparseSource("scribble_xml", xml_dir / f"{name}.xml", class_names=class_names)
-                for name in names
-            ]
+            if xml_dir.is_dir():
+                return [
+                    SparseSource("scribble_xml", xml_dir / f"{name}.xml", class_names=class_names)
+                    for name in names
+                ]
+            if archive.is_file():
+                try:
+                    with zipfile.ZipFile(archive) as opened:
+                        members = set(opened.namelist())
+                except (OSError, zipfile.BadZipFile) as err:
+                    raise DataFileError(archive, f"cannot read the scribbles archive ({err})") from err
+                missing = [name for name in names if f"{name}.xml" not in members]
+                if missing:
+                    raise ValueError(
+                        f"{archive}: no scribbles for {len(missing)} training image(s), first: {missing[0]!r}"
+                    )
+                return [
+                    SparseSource("scribble_zip", archive, f"{name}.xml", class_names=class_names)
+                    for name in names
+                ]
+            raise FileNotFoundError(
+                f"scribble labels not found: none of {png_dir}, {xml_dir} (ScribbleSup's XML files) or "
+                f"{archive} (the SASFormer / TEL layout) exists"
+            )
         json_path = self.root / POINTS_JSON
-        if not json_path.is_file():
-            raise FileNotFoundError(f"point labels not found: neither {png_dir} nor {json_path} exists")
-        clicks = read_points_json(json_path)
         bg_path = self.root / BACKGROUND_POINTS_JSON
+        if not json_path.is_file() and (self.sasformer_dir() / SASFORMER_POINTS_JSON).is_file():
+            json_path = self.sasformer_dir() / SASFORMER_POINTS_JSON
+            bg_path = self.sasformer_dir() / SASFORMER_BACKGROUND_POINTS_JSON
+        if not json_path.is_file():
+            raise FileNotFoundError(
+                f"point labels not found: none of {png_dir}, {json_path} or "
+                f"{self.sasformer_dir() / SASFORMER_POINTS_JSON} (the SASFormer / TEL layout) exists"
+            )
+        clicks = read_points_json(json_path)
         bg_clicks = read_points_json(bg_path) if bg_path.is_file() else {}
         # background clicks first, so a foreground disc wins where two overlap
         return [

@@ -3,11 +3,13 @@
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from wsss.eval import WSOLAccuracy
+from wsss.eval.wsol import cam_to_box
 from wsss.losses.crt import crt_loss
 from wsss.methods.base import WSSSMethod
 from wsss.models.crt_vit import CRTTransformer, Enlargement, TilePadding
@@ -42,7 +44,8 @@ class CRT(WSSSMethod):
 
     ``task="wsss"``: multi-label soft-margin losses on ``cls_labels``; validation reports mAP and seed mIoU.
     ``task="wsol"``: single-label softmax cross-entropy on ``label``; validation reports top-1 / top-5 /
-    GT-known localisation through :class:`~wsss.eval.WSOLAccuracy` on the samples' ``boxes``.
+    GT-known localisation through :class:`~wsss.eval.WSOLAccuracy` on the samples' ``boxes``; prediction gives
+    the top-1 class and its box for :class:`~wsss.callbacks.LocalisationBoxWriter`.
 
     Differences from the official code (``huodongjian0603/crt@5aa670a``; pinned by tests/test_parity_crt.py):
 
@@ -162,6 +165,29 @@ class CRT(WSSSMethod):
         cams = F.interpolate(cams, size=images.shape[-2:], mode="bilinear", align_corners=False)
         self.val_wsol.update(logits, cams, batch["label"], list(batch["boxes"]))
         return None
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """WSSS: CAMs and scores (base class). WSOL: the top-1 class and the box of its min-max normalised CAM
+        at the first of ``wsol_cam_thresholds`` (xyxy, pixels of the network input), for a box writer."""
+        if self.hparams.task == "wsss":
+            return super().predict_step(batch, batch_idx)
+        images = batch["image"]
+        logits, cams = self.logits_and_cams(images)
+        cams = F.interpolate(cams, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        pick = torch.arange(len(images), device=images.device)
+        pred = logits.argmax(1)
+        top_cams = normalize_cams(cams[pick, pred], "minmax")
+        threshold = self.hparams.wsol_cam_thresholds[0]
+        out = {
+            "name": batch["name"],
+            "logits": logits,
+            "pred": pred,
+            "pred_boxes": torch.stack([cam_to_box(cam, threshold) for cam in top_cams]).to(images.device),
+            "input_size": images.shape[-2:],
+        }
+        if "label" in batch:
+            out["label_cams"] = cams[pick, batch["label"]]
+        return out | {k: batch[k] for k in ("label", "boxes", "size") if k in batch}
 
     def on_validation_epoch_end(self) -> None:
         """WSOL: log ``val/loc_top1``, ``val/loc_top5``, ``val/loc_gt_known``, ... and reset the metric."""
