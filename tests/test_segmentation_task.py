@@ -39,3 +39,23 @@ def test_training_on_true_masks_improves_miou(synthetic_voc, tmp_path):
     trainer.fit(model, datamodule=data)
     after = trainer.validate(model, datamodule=data, verbose=False)[0]["val/miou"]
     assert after > before + 0.1, (before, after)
+
+
+def test_predictions_are_not_limited_to_ground_truth_image_labels():
+    """A segmenter's prediction is its own argmax: the writer must not drop classes by the true image labels."""
+    from wsss.callbacks.prediction_writer import masks_from_scores
+
+    model = SegmentationTask(arch="unet", encoder="resnet18", num_classes=2).eval()
+    with torch.no_grad():
+        model.model.segmentation_head[0].bias.copy_(torch.tensor([0.0, 0.0, 50.0]))  # class 2 everywhere
+        out = model.predict_step({"image": torch.randn(1, 3, 32, 32), "name": ["a"],
+                                  "cls_labels": torch.tensor([[1.0, 0.0]])}, 0)
+    assert "cls_labels" not in out
+    assert (masks_from_scores(out["scores"], out.get("cls_labels")) == 2).all()
+
+
+def test_a_dataset_ends_a_for_loop(synthetic_voc):
+    data = VOCDataModule(str(synthetic_voc), crop_size=None)
+    dataset = data.dataset("val")
+    assert len(list(dataset)) == len(dataset)
+    assert dataset[-1]["name"] == dataset[len(dataset) - 1]["name"]

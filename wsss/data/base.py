@@ -126,6 +126,9 @@ class WSSSDataset(Dataset, ABC):
         return sample
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"{self.source}: sample {index} of {len(self)}")  # also ends a for loop
+        index %= len(self)
         pid = os.getpid()
         if self._seeded_pid != pid:  # one seed per process: torch's, which seed_everything and workers set
             self.transform.reseed(torch.initial_seed() % 2**32)

@@ -179,6 +179,7 @@ class SASFormer(BaseTask):
         self.log("test/miou", self.test_iou, batch_size=batch["image"].shape[0])
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """Multi-scale + flip softmax ``scores`` (B, K+1, H, W) for the prediction writer."""
+        """Multi-scale + flip softmax ``scores`` (B, K+1, H, W) for the prediction writer: the plain
+        argmax, not limited to the image's labels (a segmenter must not read ground-truth image labels)."""
         out = {"name": batch["name"], "scores": self.multiscale_scores(batch["image"])}
-        return out | {k: batch[k] for k in ("image", "mask", "cls_labels") if k in batch}
+        return out | {k: batch[k] for k in ("image", "mask") if k in batch}

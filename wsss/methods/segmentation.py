@@ -55,6 +55,7 @@ class SegmentationTask(BaseTask):
         self.log("test/miou", self.test_iou, batch_size=batch["image"].shape[0])
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """Softmax scores (B, K+1, H, W) for the prediction writer (e.g. to regenerate masks)."""
+        """Softmax scores (B, K+1, H, W) for the prediction writer: the plain argmax, not limited
+        to the image's labels (a segmenter's prediction must not read ground-truth image labels)."""
         out = {"name": batch["name"], "scores": self(batch["image"]).softmax(1)}
-        return out | {k: batch[k] for k in ("image", "mask", "cls_labels") if k in batch}
+        return out | {k: batch[k] for k in ("image", "mask") if k in batch}
