@@ -42,7 +42,7 @@ def test_training_on_true_masks_improves_miou(synthetic_voc, tmp_path):
 
 
 def test_predictions_are_not_limited_to_ground_truth_image_labels():
-    """A segmenter's prediction is its own argmax: the writer must not drop classes by the true image labels."""
+    """A segmenter's prediction is its own argmax: the writer must not drop classes by true image labels."""
     from wsss.callbacks.prediction_writer import masks_from_scores
 
     model = SegmentationTask(arch="unet", encoder="resnet18", num_classes=2).eval()
