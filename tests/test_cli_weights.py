@@ -99,6 +99,7 @@ def test_the_scratch_warning_names_every_null_checkpoint_argument():
         ["recipes/crt_voc.yaml"], model)
     assert scratch_warning(["recipes/crt_synthetic.yaml"], model) == ""
     assert scratch_warning(["recipes/crt_synthetic.yaml", "recipes/_base_/wandb.yaml"], model) == ""
+    assert scratch_warning(["/tmp/my_experiment.yaml"], model) == ""  # a user's file
     model.init_args.cnn_weights, model.init_args.vit_weights = "resnet152.pth", "deit_small.pth"
     assert scratch_warning(["recipes/crt_voc.yaml"], model) == ""
 

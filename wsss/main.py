@@ -28,6 +28,7 @@ from wsss.worker_errors import worker_errors
 
 PACKAGE = Path(__file__).resolve().parent
 DATASET_SUFFIXES = ("_voc", "_coco", "_cub", "_dfc2020")
+PAPER_SPARSE_RECIPES = ("sasformer_point", "sasformer_scribble")
 EXTRA_COMMANDS = {
     "synth": "wsss.data.synthetic",
     "demo": "wsss.demo",
@@ -127,11 +128,17 @@ def recipe_files(args: Sequence[str]) -> list[str]:
     return [v for v in values if v.endswith((".yaml", ".yml"))]
 
 
+def is_paper_recipe(stem: str) -> bool:
+    """Whether a recipe name is a paper's real-data recipe (not a ``*_synthetic`` twin or a user's file)."""
+    return stem in PAPER_SPARSE_RECIPES or any(stem.endswith(s) or f"{s}_" in stem for s in DATASET_SUFFIXES)
+
+
 def scratch_warning(recipes: Sequence[str], model) -> str:
-    """A loud warning when a paper recipe (the first ``--config``, any but ``*_synthetic``; later configs are
-    fragments such as wandb or a refiner) leaves an ImageNet checkpoint argument of the model
-    (:data:`WEIGHTS_KEYS`) null: the paper never trains that network from scratch."""
-    paper = [Path(r).stem for r in recipes[:1] if not Path(r).stem.endswith("_synthetic")]
+    """A loud warning when a paper recipe (the first ``--config``, named ``*_voc``, ``*_coco``, ``*_cub``,
+    ``*_dfc2020[_*]`` or ``sasformer_{point,scribble}``; later configs are fragments such as wandb or a
+    refiner) leaves an ImageNet checkpoint argument of the model (:data:`WEIGHTS_KEYS`) null: the paper never
+    trains that network from scratch."""
+    paper = [stem for stem in (Path(r).stem for r in recipes[:1]) if is_paper_recipe(stem)]
     init_args = getattr(model, "init_args", None)
     unset = [k for k in WEIGHTS_KEYS if init_args is not None and k in init_args and init_args[k] is None]
     official = [k for k in OFFICIAL_KEYS if init_args is not None and init_args.get(k) is not None]
