@@ -54,7 +54,7 @@ PAPER: dict[str, tuple[str, dict, int, int, str, int, int]] = {
         {"backbone": "mit_b4", "test_scales": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0], "test_flip": True},
         2, 512, "16-mixed", 2, 1,
     ),
-    "sparse_vit (depth 12, 16 heads)": (
+    "sparse_vit (12 blocks × 16 heads)": (
         "wsss.methods.sparse_vit.SparseViT",
         {"img_size": 224, "patch_size": 14, "embed_dim": 1024, "depth": 12, "num_heads": 16, "mlp_ratio": 2.0,
          "in_channels": 15, "num_classes": 8},
