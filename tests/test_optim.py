@@ -110,3 +110,14 @@ def test_lr_scales_with_the_global_batch(tmp_path, reference, expected):
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="lr_reference_batch"):
         _Linear(lr_reference_batch=0)
+
+
+def test_cosine_floor_and_warmup_start_are_timms_lr_min_and_warmup_lr_init():
+    # timm: warm-up from warmup_lr_init, cosine from lr down to lr_min (as fractions of the base rate here)
+    assert lr_factor(0, 14, 4, "cosine", warmup_start=0.2) == pytest.approx(0.2 + 0.8 * 0.25)
+    assert lr_factor(14, 14, 4, "cosine", floor=0.1) == pytest.approx(0.1)
+    middle = lr_factor(9, 14, 4, "cosine", floor=0.1)
+    assert middle == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(14, 14, 0, "poly", floor=0.1) == 0.0  # the floor is the cosine's only
+    with pytest.raises(ValueError, match="min_lr"):
+        _Linear(lr=1e-3, min_lr=1e-2)

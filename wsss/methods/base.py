@@ -33,7 +33,8 @@ class BaseTask(L.LightningModule):
     parameter is decayed (the IRN / SIPE / CRT / SASFormer / sparse-ViT optimisers). ``lr_reference_batch``
     scales the learning rate linearly with the global batch (per-process batch × processes × gradient
     accumulation): ``lr × global_batch / lr_reference_batch``, DeiT's and MCTformer's rule (5e-4 ×
-    batch / 512).
+    batch / 512). ``min_lr`` is the floor of the cosine schedule and ``warmup_lr`` the rate the warm-up starts
+    from (timm's ``lr_min`` and ``warmup_lr_init``: absolute rates, kept as they are when ``lr`` is scaled).
     Subclasses implement ``training_losses(batch)``; every term is logged as ``train/<name>``.
     """
 
@@ -49,8 +50,12 @@ class BaseTask(L.LightningModule):
         poly_power: float = 0.9,
         weight_decay_exempt: bool = False,
         lr_reference_batch: int | None = None,
+        min_lr: float = 0.0,
+        warmup_lr: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0 <= min_lr <= lr or not 0 <= warmup_lr <= lr:
+            raise ValueError(f"min_lr ({min_lr}) and warmup_lr ({warmup_lr}) must lie in [0, lr = {lr}]")
         if lr_reference_batch is not None and lr_reference_batch < 1:
             raise ValueError(f"lr_reference_batch must be a positive batch or None, got {lr_reference_batch}")
         self.save_hyperparameters()
@@ -101,7 +106,8 @@ class BaseTask(L.LightningModule):
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         warmup = round(hp.warmup_epochs * total / epochs)
         factor = partial(
-            lr_factor, total_steps=total, warmup_steps=warmup, name=hp.scheduler, poly_power=hp.poly_power
+            lr_factor, total_steps=total, warmup_steps=warmup, name=hp.scheduler, poly_power=hp.poly_power,
+            floor=min(hp.min_lr / lr, 1.0), warmup_start=min(hp.warmup_lr / lr, 1.0),
         )
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -57,16 +57,24 @@ def exempt_from_weight_decay(module: nn.Module, param_groups: list[dict]) -> lis
 
 
 def lr_factor(
-    step: int, total_steps: int, warmup_steps: int, name: SchedulerName, poly_power: float = 0.9
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    name: SchedulerName,
+    poly_power: float = 0.9,
+    floor: float = 0.0,
+    warmup_start: float = 0.0,
 ) -> float:
-    """Multiplier of the base learning rate: linear warm-up, then cosine to 0, poly decay, or constant."""
+    """Multiplier of the base learning rate: linear warm-up from ``warmup_start``, then cosine down to
+    ``floor`` (timm's ``warmup_lr_init`` and ``lr_min``, as fractions of the base rate), poly decay to 0, or
+    constant."""
     if step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return warmup_start + (1.0 - warmup_start) * (step + 1) / warmup_steps
     if name == "constant":
         return 1.0
     progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
     if name == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if name == "poly":
         return (1.0 - progress) ** poly_power
     raise ValueError(f"unknown scheduler {name!r}; expected 'cosine', 'poly' or 'constant'")
