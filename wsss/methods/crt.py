@@ -104,6 +104,7 @@ class CRT(WSSSMethod):
         if cnn_frozen:
             freeze_to_stride_8(self.cnn)
         self.cnn_classifier = nn.Conv2d(self.cnn.feature_info.channels()[-1], num_classes, 1, bias=False)
+        self.cnn.to(memory_format=torch.channels_last)  # oneDNN / cuDNN run NHWC convolutions faster
         sizes = {k: v for k, v in (("depth", vit_depth), ("img_size", vit_img_size)) if v is not None}
         self.transformer = CRTTransformer(
             vit, vit_weights, num_classes, in_channels, loops=loops, enlargement=enlargement,
@@ -114,7 +115,7 @@ class CRT(WSSSMethod):
 
     def cnn_forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """CNN branch: logits (GAP of the raw CAM) and the raw CAM (B, K, H/16, W/16)."""
-        cam = self.cnn_classifier(self.cnn(images)[-1])
+        cam = self.cnn_classifier(self.cnn(images.contiguous(memory_format=torch.channels_last))[-1])
         return cam.mean((2, 3)), cam
 
     def classify(self, images: Tensor) -> Tensor:
