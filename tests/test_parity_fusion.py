@@ -48,9 +48,8 @@ class StoredViews(WSSSMethod):
         raise AssertionError("the fusion must use raw_cams")
 
     def raw_cams(self, images: torch.Tensor, cls_labels: torch.Tensor | None = None) -> torch.Tensor:
-        count = images.shape[0] // self.views[0].shape[0]  # a view and its flip come as one batch
-        self.view_sizes += [tuple(images.shape[-2:])] * count
-        return torch.cat([self.views.pop(0) for _ in range(count)])
+        self.view_sizes.append(tuple(images.shape[-2:]))
+        return self.views.pop(0)
 
 
 def settings_of(method: type[WSSSMethod] | WSSSMethod) -> dict:

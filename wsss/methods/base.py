@@ -175,14 +175,13 @@ class WSSSMethod(BaseTask, ABC):
 
         Each map comes with whether it still has to be flipped back after resizing to the image size: with
         ``fusion_flip_back="cam"`` the flipped view's map is flipped back here, at its own grid (IRN/CRT).
-        The image and its flip go through the network as one batch, as the official codes run them.
         """
-        if not self.hparams.cam_flip:
-            return [(self.raw_cams(scaled, cls_labels), False)]
-        labels = None if cls_labels is None else torch.cat([cls_labels, cls_labels])
-        plain, flipped = self.raw_cams(torch.cat([scaled, scaled.flip(-1)]), labels).chunk(2)
-        at_cam = self.fusion_flip_back == "cam"
-        return [(plain, False), (flipped.flip(-1), False) if at_cam else (flipped, True)]
+        views = [(self.raw_cams(scaled, cls_labels), False)]
+        if self.hparams.cam_flip:
+            flipped = self.raw_cams(scaled.flip(-1), cls_labels)
+            at_cam = self.fusion_flip_back == "cam"
+            views.append((flipped.flip(-1), False) if at_cam else (flipped, True))
+        return views
 
     def multiscale_maps(self, images: Tensor, cls_labels: Tensor | None = None) -> Tensor:
         """``raw_cams`` of every scale and flip summed at the input size, then normalised once per channel.
