@@ -1,6 +1,7 @@
 """Paper-size benchmark: each paper recipe's network at its paper batch and crop (to ``docs/benchmarks.md``).
 
-Per row (the ``PAPER`` table): the median training-step time (forward, backward and optimiser step inside a
+Per row (the ``PAPER`` table): the recipe's model as its YAML builds it (optimiser, CAM scales and flips,
+every method setting), and the median training-step time (forward, backward and optimiser step inside a
 Lightning ``fit``), the CAM / pseudo-mask throughput of ``predict_step`` at the recipe's scales and flips,
 and the peak memory of both phases, each phase in a fresh process (``bench/run.py``'s measurement). Weights
 are random (the cost does not depend on them). On the CPU the default precision is fp32; ``--precision`` takes
@@ -23,44 +24,34 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DEIT_S = {"backbone": "deit_small_patch16_224", "img_size": 224, "drop_path_rate": 0.1}
+RECIPES = ROOT / "recipes"
 
-#: name -> (class path, init arguments, batch, crop, CUDA precision, timed train steps, timed CAM images)
-PAPER: dict[str, tuple[str, dict, int, int, str, int, int]] = {
-    "mctformer_v2 (DeiT-S)": (
-        "wsss.methods.mctformer.MCTformer",
-        {**DEIT_S, "version": "v2", "affinity_refine": True, "cam_scales": [1.0], "cam_flip": True},
-        8, 224, "16-mixed", 3, 4,
-    ),
-    "bitrans (DeiT-S)": (
-        "wsss.methods.bitrans.BiTrans",
-        {**DEIT_S, "affinity_refine": True, "cam_scales": [1.0], "cam_flip": True},
-        8, 224, "16-mixed", 3, 4,
-    ),
-    "swtformer_v2 (Swin-T)": (
-        "wsss.methods.swtformer.SWTformer",
-        {"version": "v2", "backbone": "swin_tiny_patch4_window7_224", "cam_scales": [1.0, 0.5, 1.5, 2.0],
-         "cam_flip": True},
-        4, 320, "32-true", 3, 2,
-    ),
-    "crt (ResNet-152 + DeiT-S)": (
-        "wsss.methods.crt.CRT",
-        {"cnn_backbone": "resnet152", "vit": "deit_small_patch16_224", "loops": 3,
-         "cam_scales": [1.0, 0.5, 1.5, 2.0, 0.75, 1.25, 1.75], "cam_flip": True},
-        4, 336, "32-true", 2, 1,
-    ),
-    "sasformer (MiT-B4)": (
-        "wsss.methods.sasformer.SASFormer",
-        {"backbone": "mit_b4", "test_scales": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0], "test_flip": True},
-        2, 512, "16-mixed", 2, 1,
-    ),
+#: name -> (recipe, overrides of its model arguments, batch, crop, timed train steps, timed CAM images).
+#: Each row builds its recipe's model (``optimizer``, ``pos_interp``, CAM scales and flips, ...) with random
+#: weights; the overrides only set the class and channel counts of the recipe's dataset.
+PAPER: dict[str, tuple[str, dict, int, int, int, int]] = {
+    "mctformer_v2 (DeiT-S)": ("mctformer_v2_voc", {}, 8, 224, 3, 4),
+    "bitrans (DeiT-S)": ("bitrans_voc", {}, 8, 224, 3, 4),
+    "swtformer_v2 (Swin-T)": ("swtformer_v2_voc", {}, 4, 320, 3, 2),
+    "crt (ResNet-152 + DeiT-S)": ("crt_voc", {}, 4, 336, 2, 1),
+    "sasformer (MiT-B4)": ("sasformer_point", {}, 2, 512, 2, 1),
     "sparse_vit (12 blocks × 16 heads)": (
-        "wsss.methods.sparse_vit.SparseViT",
-        {"img_size": 224, "patch_size": 14, "embed_dim": 1024, "depth": 12, "num_heads": 16, "mlp_ratio": 2.0,
-         "in_channels": 15, "num_classes": 8},
-        8, 224, "32-true", 2, 8,
+        "sparse_vit_dfc2020", {"num_classes": 8, "in_channels": 15}, 8, 224, 2, 8,
     ),
 }
+
+
+def recipe_model(name: str) -> tuple[str, dict, str]:
+    """A row's model class path, its init arguments (the recipe's, with no weights files and no global-batch
+    lr scaling, which needs a DataModule) and the recipe's training precision."""
+    from wsss.recipes import load_recipe
+
+    recipe, overrides, *_ = PAPER[name]
+    config = load_recipe(RECIPES / f"{recipe}.yaml")
+    kwargs = {"num_classes": 20, "in_channels": 3, **config["model"].get("init_args", {}), **overrides}
+    kwargs["lr_reference_batch"] = None
+    precision = str(config.get("trainer", {}).get("precision", "32-true"))
+    return config["model"]["class_path"], kwargs, precision
 
 
 def worker(name: str, phase: str, device: torch.device, precision: str) -> dict:
@@ -71,8 +62,8 @@ def worker(name: str, phase: str, device: torch.device, precision: str) -> dict:
     from run import PeakMemory, RandomBatches, StepTimer, trainer
     from torch.utils.data import DataLoader
 
-    class_path, kwargs, batch, size, _, train_steps, cam_images = PAPER[name]
-    kwargs = {"num_classes": 20, "in_channels": 3, **kwargs}
+    _, _, batch, size, train_steps, cam_images = PAPER[name]
+    class_path, kwargs, _ = recipe_model(name)
     module_name, _, class_name = class_path.rpartition(".")
     L.seed_everything(0, verbose=False)
     model = getattr(importlib.import_module(module_name), class_name)(**kwargs)
@@ -98,8 +89,9 @@ def worker(name: str, phase: str, device: torch.device, precision: str) -> dict:
 
 def row(name: str, args: argparse.Namespace) -> list[str]:
     """One table row, each phase measured in its own process."""
-    _, kwargs, batch, size, cuda_precision, _, _ = PAPER[name]
-    precision = args.precision or (cuda_precision if args.device == "cuda" else "32-true")
+    _, _, batch, size, _, _ = PAPER[name]
+    _, kwargs, recipe_precision = recipe_model(name)
+    precision = args.precision or (recipe_precision if args.device == "cuda" else "32-true")
     results = {}
     for phase in ("train", "predict"):
         command = [sys.executable, str(Path(__file__).resolve()), "--device", args.device,

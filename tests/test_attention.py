@@ -54,3 +54,39 @@ def test_mit_stages_have_spatially_reduced_keys():
         model(torch.randn(1, 3, 64, 64))
     shapes = [tuple(m.shape) for m in capture.maps]
     assert shapes[0] == (1, 1, 256, 4) and shapes[-1] == (1, 8, 4, 4)
+
+
+def test_fused_attention_is_skipped_under_cpu_autocast_only():
+    from wsss.models.attention import fused_attention_pays
+
+    x = torch.randn(2, 3)
+    assert fused_attention_pays(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused_attention_pays(x)
+
+
+def test_wsss_mit_attention_is_smps_with_and_without_maps_and_under_autocast():
+    import copy
+
+    from segmentation_models_pytorch.encoders.mix_transformer import Attention
+
+    from wsss.models.segformer import MiTAttention, SegFormerWithAttention
+
+    torch.manual_seed(0)
+    model = SegFormerWithAttention("mit_b0", classes=3).eval()
+    reference = copy.deepcopy(model)
+    for module in reference.modules():
+        if isinstance(module, MiTAttention):
+            module.__class__ = Attention  # smp's own forward
+    images = torch.randn(1, 3, 75, 100)
+    for with_attention in (True, False):
+        for bf16 in (False, True):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                ours, theirs = model(images, with_attention), reference(images, with_attention)
+            tolerance = 3e-2 if bf16 else 1e-5
+            torch.testing.assert_close(ours.decoder_logits.float(), theirs.decoder_logits.float(),
+                                       rtol=tolerance, atol=tolerance)
+            assert len(ours.levels) == (4 if with_attention else 0)
+            for a, b in zip(ours.levels, theirs.levels, strict=True):
+                torch.testing.assert_close(a.attention.float(), b.attention.float(), rtol=tolerance,
+                                           atol=tolerance)

@@ -140,3 +140,81 @@ def test_deit_augment_in_the_datamodule(synthetic_voc) -> None:
     assert batch["cls_labels"].shape[0] == 4
     with pytest.raises(ValueError, match="supervision='image'"):
         VOCDataModule(str(synthetic_voc), supervision="point", train_augment="deit")
+
+
+def test_scale_aspect_resize_stretches_width_against_height_with_labels_aligned() -> None:
+    image, mask = _labelled_image(375, 500, 3)
+    fixed = build_transform((0.0,) * 3, (1.0,) * 3, scale_range=(2.0, 2.0), aspect_range=(1.21, 1.21))
+    out = fixed(image, mask=mask)
+    # hand computation: width x 2 * sqrt(1.21) = 2.2, height x 2 / 1.1
+    assert out["image"].shape[-2:] == (round(375 * 2 / 1.1), 500 * 2.2)
+    assert out["mask"].shape == out["image"].shape[-2:]
+    assert set(out["mask"].unique().tolist()) <= set(range(10))  # nearest: no blended ids
+    jitter = build_transform((0.0,) * 3, (1.0,) * 3, scale_range=(0.5, 2.0), aspect_range=(0.9, 1.1))
+    aspects = []
+    for seed in range(12):
+        jitter.reseed(seed)
+        height, width = jitter(image, mask=mask)["image"].shape[-2:]
+        aspects.append((width / height) / (500 / 375))
+    assert min(aspects) >= 0.9 - 0.01 and max(aspects) <= 1.1 + 0.01 and max(aspects) - min(aspects) > 0.02
+    with pytest.raises(ValueError, match="aspect_range"):
+        build_transform((0.0,), (1.0,), scale_range=(0.5, 2.0), aspect_range=(1.1, 0.9))
+
+
+def test_brightness_shift_adds_one_integer_to_the_raw_image_then_clips() -> None:
+    image = np.full((6, 7, 3), 200.0, np.float32)
+    image[0, 0], image[0, 1] = 3.0, 250.0
+    transform = build_transform((0.0,) * 3, (1.0,) * 3, brightness_shift=10)
+    shifts = set()
+    for seed in range(30):
+        transform.reseed(seed)
+        out = transform(image)["image"].numpy()
+        shift = out[0, 1, 1] - 200.0
+        assert shift == round(shift) and -10 <= shift <= 10
+        np.testing.assert_array_equal(out[:, 1:, :], 200.0 + shift)  # one shift for every pixel and channel
+        np.testing.assert_array_equal(out[:, 0, 0], max(3.0 + shift, 0.0))  # clipped at 0
+        np.testing.assert_array_equal(out[:, 0, 1], min(250.0 + shift, 255.0))  # and at 255
+        shifts.add(shift)
+    assert len(shifts) > 5
+    with pytest.raises(ValueError, match="brightness_shift"):
+        build_transform((0.0,), (1.0,), brightness_shift=-1)
+
+
+@pytest.mark.parametrize("channels", [3, 15])
+def test_rotate_and_shift_move_image_and_mask_together(channels: int) -> None:
+    height = width = 224
+    mask = np.zeros((height, width), np.uint8)
+    mask[:, width // 2:] = 1  # two halves: the rotated edge must be in the same place in both
+    image = np.repeat(mask[..., None].astype(np.float32), channels, axis=-1) * 100.0
+    transform = build_transform((0.0,) * channels, (1.0,) * channels, crop_size=224, rotate=20,
+                                translate_px=5)
+    moved = 0
+    for seed in range(6):
+        transform.reseed(seed)
+        out = transform(image, mask=mask)
+        labels, values = out["mask"].numpy(), out["image"].numpy()
+        assert values.shape == (channels, height, width)
+        inside = labels != 255
+        # away from the rotated edge, the image says what the mask says
+        agree = (np.abs(values[0] - 100.0 * labels) < 1e-3) | ~inside
+        assert agree.mean() > 0.98
+        if (~inside).any():  # uncovered corners: mask 255, image 0 (the mean) but for the blended rim
+            assert (values[:, ~inside] == 0).mean() > 0.9
+        moved += int((~inside).any())
+    assert moved >= 5  # a 20-degree rotation uncovers corners (5-px shifts alone too)
+    with pytest.raises(ValueError, match="rotate"):
+        build_transform((0.0,), (1.0,), rotate=-5)
+
+
+def test_sasformer_and_sparse_vit_augmentations_in_the_datamodule(synthetic_voc) -> None:
+    from wsss.data.transforms import BrightnessShift, RandomScaleAspect
+    from wsss.data.voc import VOCDataModule
+
+    data = VOCDataModule(str(synthetic_voc), crop_size=32, batch_size=2, supervision="point",
+                         scale_range=(0.5, 2.0), aspect_range=(0.9, 1.1), brightness_shift=10, rotate=20,
+                         translate_px=5)
+    steps = [type(step) for step in data.train_transform().compose.transforms]
+    assert steps[0] is BrightnessShift and RandomScaleAspect in steps and A.Affine in steps
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 32, 32) and batch["sparse"].shape == (2, 32, 32)

@@ -121,3 +121,27 @@ def test_cosine_floor_and_warmup_start_are_timms_lr_min_and_warmup_lr_init():
     assert lr_factor(14, 14, 0, "poly", floor=0.1) == 0.0  # the floor is the cosine's only
     with pytest.raises(ValueError, match="min_lr"):
         _Linear(lr=1e-3, min_lr=1e-2)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_fused_update_equals_the_loop_and_drops_lr_scale(name):
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(5, 7), nn.LayerNorm(7), nn.Linear(7, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    start = nets[0][2].weight.detach().clone()
+    optimizers = [
+        build_optimizer([{"params": net[:2].parameters()}, {"params": net[2].parameters(), "lr_scale": 10.0}],
+                        name, 1e-2, 0.05, 0.9, (0.9, 0.999), fused=fused)
+        for net, fused in zip(nets, (False, True), strict=True)
+    ]
+    assert [o.defaults["fused"] for o in optimizers] == [None, True]
+    assert all("lr_scale" not in g for o in optimizers for g in o.param_groups)
+    for _ in range(3):
+        x = torch.randn(4, 5)
+        for net, optimizer in zip(nets, optimizers, strict=True):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(nets[1][2].weight, start)  # the steps moved the weights

@@ -139,3 +139,28 @@ def test_the_loss_runs_on_a_timm_vit_with_captured_attention():
     unlabeled = torch.ones(2, 32, 32)
     affinity_loss(out.decoder_logits, out.levels, unlabeled).backward()
     assert model.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_channels_last_decoding_is_smps_decoder_and_head_at_a_real_size():
+    from wsss.models.segformer import decode_channels_last, pad_to_multiple
+
+    torch.manual_seed(0)
+    model = SegFormerWithAttention("mit_b0", classes=21).train()
+    smp_model = model.model
+    features = [f.detach() for f in smp_model.encoder(pad_to_multiple(torch.randn(2, 3, 375, 500), 32))]
+    params = [*smp_model.decoder.parameters(), *smp_model.segmentation_head[0].parameters()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    results = []
+    for decode in (lambda: smp_model.segmentation_head[0](smp_model.decoder(features)),
+                   lambda: decode_channels_last(smp_model.decoder, smp_model.segmentation_head[0], features)):
+        model.load_state_dict(state)
+        logits = decode()
+        grads = torch.autograd.grad(logits.square().sum(), params)
+        results.append((logits, grads, smp_model.decoder.fuse_stage[1].running_var.clone()))
+    (expected, expected_grads, expected_var), (logits, grads, running_var) = results
+    assert logits.shape == (2, 21, 96, 128)  # 1/4 of the 384 x 512 padding of a 375 x 500 image
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    scale = max(g.abs().max() for g in expected_grads)  # the MLP biases' true gradient is 0 (BatchNorm)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(running_var, expected_var)

@@ -159,9 +159,12 @@ class WSSSDataset(Dataset, ABC):
 class WSSSDataModule(L.LightningDataModule, ABC):
     """Base DataModule: splits by name, supervision mode, train/eval transforms and loaders.
 
-    Train loader (``train_augment="scale_crop"``): normalise, rescale the long side to a random size in
-    ``resize_long`` when given (IRN), random scale in ``scale_range``, pad (image 0 = mean, labels 255) and
-    random crop to ``crop_size``, random horizontal flip; shuffled. ``train_augment="deit"`` is DeiT's
+    Train loader (``train_augment="scale_crop"``): a random brightness shift of the raw 8-bit image when
+    ``brightness_shift`` > 0 (SASFormer), normalise, rescale the long side to a random size in
+    ``resize_long`` when given (IRN), random scale in ``scale_range`` (with a random aspect in
+    ``aspect_range``, SASFormer), pad (image 0 = mean, labels 255) and random crop to ``crop_size``, a random
+    rotation up to ``rotate`` degrees and shift up to ``translate_px`` (the sparse ViT's ``Affine``), random
+    horizontal flip (``hflip``); shuffled. ``train_augment="deit"`` is DeiT's
     pipeline instead (RandomResizedCrop to ``crop_size``, flip, RandAugment, RandomErasing; MCTformer's),
     for image-level supervision. Val/test/predict loaders: normalisation only,
     the full image, ``eval_batch_size`` (above 1 only when all images share one size).
@@ -197,7 +200,11 @@ class WSSSDataModule(L.LightningDataModule, ABC):
         crop_size: int | None = 224,
         scale_range: tuple[float, float] = (0.5, 1.5),
         resize_long: tuple[int, int] | None = None,
+        aspect_range: tuple[float, float] = (1.0, 1.0),
+        rotate: float = 0.0,
+        translate_px: int = 0,
         hflip: bool = True,
+        brightness_shift: int = 0,
         train_augment: TrainAugment = "scale_crop",
         supervision: Supervision = "image",
         train_split: str = "train",
@@ -242,7 +249,11 @@ class WSSSDataModule(L.LightningDataModule, ABC):
         self.crop_size = crop_size
         self.scale_range = tuple(scale_range)
         self.resize_long = None if resize_long is None else tuple(resize_long)
+        self.aspect_range = tuple(aspect_range)
+        self.rotate = rotate
+        self.translate_px = translate_px
         self.hflip = hflip
+        self.brightness_shift = brightness_shift
         self.train_augment = train_augment
         self.supervision = supervision
         self.splits: dict[Role, str] = {
@@ -265,7 +276,8 @@ class WSSSDataModule(L.LightningDataModule, ABC):
             return build_deit_transform(self.mean, self.std, self.crop_size)
         return build_transform(
             self.mean, self.std, resize_long=self.resize_long, scale_range=self.scale_range,
-            crop_size=self.crop_size, hflip=self.hflip,
+            aspect_range=self.aspect_range, crop_size=self.crop_size, rotate=self.rotate,
+            translate_px=self.translate_px, hflip=self.hflip, brightness_shift=self.brightness_shift,
         )
 
     def eval_transform(self) -> SampleTransform:

@@ -5,10 +5,12 @@ pipeline normalises them per channel first, so padding (value 0) is the channel 
 (``mask`` and ``sparse``) use nearest interpolation and are padded with 255 (ignore / unlabeled).
 """
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import albumentations as A
+import albumentations.augmentations.geometric.functional as fgeometric
 import cv2
 import numpy as np
 import torch
@@ -74,6 +76,65 @@ class SampleTransform:
         return sample
 
 
+class RandomScaleAspect(A.DualTransform):
+    """Resize by a random scale s and aspect a: width × s·√a, height × s / √a; bicubic image, nearest labels
+    (SASFormer's ``RandomResize``)."""
+
+    def __init__(
+        self,
+        scale_range: tuple[float, float],
+        aspect_range: tuple[float, float],
+        interpolation: int = cv2.INTER_CUBIC,
+        mask_interpolation: int = cv2.INTER_NEAREST,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        for name, (low, high) in (("scale_range", scale_range), ("aspect_range", aspect_range)):
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must satisfy 0 < low <= high, got {(low, high)}")
+        self.scale_range, self.aspect_range = tuple(scale_range), tuple(aspect_range)
+        self.interpolation, self.mask_interpolation = interpolation, mask_interpolation
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        """The output size (height, width) for this sample."""
+        scale = self.py_random.uniform(*self.scale_range)
+        aspect = self.py_random.uniform(*self.aspect_range)
+        height, width = params["shape"][:2]
+        return {"size": (max(1, round(height * scale / math.sqrt(aspect))),
+                         max(1, round(width * scale * math.sqrt(aspect))))}
+
+    def apply(self, img: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
+        """Resize the image."""
+        return fgeometric.resize(img, size, self.interpolation)
+
+    def apply_to_mask(self, mask: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
+        """Resize a label map (nearest)."""
+        return fgeometric.resize(mask, size, self.mask_interpolation)
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
+        """Boxes are stored normalised, so a resize leaves them as they are."""
+        return bboxes
+
+
+class BrightnessShift(A.ImageOnlyTransform):
+    """Add one random integer in [−limit, limit] to every channel of an 8-bit-scale image, clipped to [0, 255]
+    (SASFormer's trainer-side brightness augmentation)."""
+
+    def __init__(self, limit: int, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        if limit < 0:
+            raise ValueError(f"brightness_shift must be >= 0, got {limit}")
+        self.limit = limit
+
+    def get_params(self) -> dict[str, Any]:
+        """The shift of this sample."""
+        return {"shift": self.py_random.randint(-self.limit, self.limit)}
+
+    def apply(self, img: np.ndarray, shift: int, **params: Any) -> np.ndarray:
+        """Shift and clip."""
+        return np.clip(img + np.float32(shift), 0, 255)
+
+
 def build_transform(
     mean: Sequence[float],
     std: Sequence[float],
@@ -81,20 +142,30 @@ def build_transform(
     resize: int | None = None,
     resize_long: tuple[int, int] | None = None,
     scale_range: tuple[float, float] = (1.0, 1.0),
+    aspect_range: tuple[float, float] = (1.0, 1.0),
     crop_size: int | None = None,
+    rotate: float = 0.0,
+    translate_px: int = 0,
     hflip: bool = False,
+    brightness_shift: int = 0,
     with_boxes: bool = False,
 ) -> SampleTransform:
-    """Normalise, then optionally resize to a square, random-scale, pad + random-crop and random-flip.
+    """Normalise, then optionally resize to a square, random-scale, pad + random-crop, rotate/shift and flip.
 
     ``mean``/``std`` are per channel in the raw pixel scale. ``resize_long`` = (low, high) rescales the long
     side to a random integer in [low, high] (IRN's ``random_resize_long``, bicubic), ``scale_range`` scales by
-    a random factor ((1, 1) disables it); ``crop_size`` None keeps the whole image. Padding fills 0 (the mean)
-    in the image and 255 in labels.
+    a random factor ((1, 1) disables it) and ``aspect_range`` stretches width against height (SASFormer's
+    resize); ``crop_size`` None keeps the whole image. ``rotate`` (degrees) and ``translate_px`` draw one
+    random rotation and shift after the crop (the sparse ViT's ``Affine``). Padding and the corners the
+    rotation uncovers fill 0 (the mean) in the image and 255 in labels. ``brightness_shift`` adds a random
+    integer in [−shift, shift] to the raw 8-bit image first (SASFormer).
     """
     if len(mean) != len(std):
         raise ValueError(f"mean has {len(mean)} channels but std has {len(std)}")
-    steps: list[A.BasicTransform] = [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0)]
+    if rotate < 0 or translate_px < 0:
+        raise ValueError(f"rotate and translate_px must be >= 0, got {rotate} and {translate_px}")
+    steps: list[A.BasicTransform] = [BrightnessShift(brightness_shift)] if brightness_shift else []
+    steps.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0))
     if resize is not None:
         steps.append(
             A.Resize(resize, resize, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
@@ -110,7 +181,9 @@ def build_transform(
     low, high = scale_range
     if not 0 < low <= high:
         raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
-    if (low, high) != (1.0, 1.0):
+    if tuple(aspect_range) != (1.0, 1.0):
+        steps.append(RandomScaleAspect(scale_range, aspect_range))
+    elif (low, high) != (1.0, 1.0):
         steps.append(
             A.RandomScale(
                 scale_limit=(low - 1.0, high - 1.0),
@@ -131,6 +204,12 @@ def build_transform(
             ),
             A.RandomCrop(crop_size, crop_size),
         ]
+    if rotate or translate_px:
+        steps.append(
+            A.Affine(rotate=(-rotate, rotate), translate_px=(-translate_px, translate_px), scale=1.0,
+                     interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
+                     border_mode=cv2.BORDER_CONSTANT, fill=0.0, fill_mask=IGNORE_INDEX, p=1.0)
+        )
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
     return SampleTransform(steps, with_boxes=with_boxes)

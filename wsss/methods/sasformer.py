@@ -28,7 +28,9 @@ Other differences:
   each block first (identical for softmax maps, which attention dropout 0 keeps).
 - The affinity resolutions follow the actual query / key grids of any input size, not the official
   hard-coded 16² / 32² / 64², which are right for 512 crops only.
-- The random brightness shift of the official trainer is not applied (no such augmentation in the DataModule).
+- Training augmentation is the official one in the recipes (``aspect_range``, ``brightness_shift`` of the
+  DataModule), except that the image's crop padding is the channel mean (the official pads 0 before the
+  brightness shift).
 """
 
 from collections.abc import Sequence

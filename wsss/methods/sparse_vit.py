@@ -38,6 +38,9 @@ Other differences:
   official k-means raises and the image is dropped); an image with no label above 0.5 takes its top-scoring
   class (logged; the official code skips it).
 - Masked inputs are zero in the *normalised* space (the channel mean).
+- The recipes' training Affine (rotate ±20°, shift ±5 px; DataModule ``rotate``/``translate_px``) draws one
+  transform for S1 and S2 (the official draws one per modality, misaligning them); uncovered corners are the
+  channel mean.
 """
 
 import logging

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
-from wsss.models.attention import AttentionCapture, vit_attention_modules
+from wsss.models.attention import AttentionCapture, fused_attention_pays, vit_attention_modules
 from wsss.models.backbones import create_timm_model
 
 PosInterp = Literal["official", "timm"]
@@ -127,9 +127,10 @@ class MultiClassTokenViT(nn.Module):
 
         Rows and columns past the last whole patch are dropped, as the official patch convolution does.
         ``with_attention=False`` runs fused attention (``scaled_dot_product_attention``) and returns no maps:
-        the same tokens up to float rounding, faster, for passes that read no attention (MCTformer training).
+        the same tokens up to float rounding, faster, for passes that read no attention (MCTformer training);
+        under CPU autocast the explicit product is the faster one and runs instead.
         """
-        self.set_attention_capture(with_attention)
+        self.set_attention_capture(with_attention or not fused_attention_pays(images))
         height, width = images.shape[-2:]
         patches = self.vit.patch_embed(crop_to_patches(images, self.patch_size))  # (B, h, w, D)
         b, h, w, d = patches.shape

@@ -18,9 +18,15 @@ from functools import cached_property
 
 import torch
 import torch.nn.functional as F
+from segmentation_models_pytorch.encoders.mix_transformer import Attention as SmpMiTAttention
 from torch import Tensor, nn
 
-from wsss.models.attention import AttentionCapture, mit_attention_modules, vit_attention_modules
+from wsss.models.attention import (
+    AttentionCapture,
+    fused_attention_pays,
+    mit_attention_modules,
+    vit_attention_modules,
+)
 from wsss.models.backbones import create_timm_model
 from wsss.models.segmenters import create_segmenter
 from wsss.models.weights import LoadReport, load_converted, unwrap_state_dict
@@ -72,11 +78,43 @@ def official_mit_state_dict(state: Mapping) -> dict[str, Tensor]:
 
 
 def average_attention(maps: Sequence[Tensor], num_prefix_tokens: int = 0) -> Tensor:
-    """Eq. 3: the mean over layers of the head-mean attention (B, N_q, N_kv), rows renormalised to sum 1."""
-    mean = torch.stack([m.mean(1) for m in maps]).mean(0)
+    """Eq. 3: the mean over layers of the head-mean attention (B, N_q, N_kv), rows renormalised to sum 1.
+
+    Summed rather than averaged: the renormalisation cancels the 1 / (layers x heads), and the backward pass
+    of a sum broadcasts its gradient where a mean's divides a full (B, heads, N_q, N_kv) tensor.
+    """
+    total = sum(m.sum(1) for m in maps)
     if num_prefix_tokens:
-        mean = mean[:, num_prefix_tokens:, num_prefix_tokens:]
-    return mean / mean.sum(-1, keepdim=True).clamp_min(1e-12)
+        total = total[:, num_prefix_tokens:, num_prefix_tokens:]
+    return total / total.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+class MiTAttention(SmpMiTAttention):
+    """smp's MiT attention (the same parameters and function) computed faster.
+
+    q is scaled before the product (an (N, d) multiplication instead of an (N, N_kv) one), and PyTorch's
+    fused attention runs when ``fused_attn`` is on (no map is read) and pays
+    (:func:`~wsss.models.attention.fused_attention_pays`). Unfused, the map passes through ``attn_drop``,
+    where :class:`~wsss.models.attention.AttentionCapture` reads it.
+    """
+
+    fused_attn = True
+
+    def forward(self, x: Tensor, height: int, width: int) -> Tensor:
+        """Tokens (B, N, C) of an ``height`` x ``width`` grid -> tokens (B, N, C)."""
+        batch, n, channels = x.shape
+        heads = self.num_heads
+        q = self.q(x).reshape(batch, n, heads, channels // heads).transpose(1, 2)
+        if self.sr_ratio > 1:
+            grid = x.transpose(1, 2).reshape(batch, channels, height, width)
+            x = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
+        k, v = self.kv(x).reshape(batch, -1, 2, heads, channels // heads).permute(2, 0, 3, 1, 4)
+        if self.fused_attn and fused_attention_pays(x):
+            dropout = self.attn_drop.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
+        else:
+            out = self.attn_drop(((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)) @ v
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, n, channels)))
 
 
 def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
@@ -85,6 +123,31 @@ def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
     if h % multiple == 0 and w % multiple == 0:
         return images
     return F.pad(images, (0, -w % multiple, 0, -h % multiple), value=0.0)
+
+
+def decode_channels_last(decoder: nn.Module, head: nn.Conv2d, features: list[Tensor]) -> Tensor:
+    """smp's ``SegformerDecoder``, then the 1x1 head conv, on channels-last maps: logits (B, K, H/4, W/4).
+
+    The same function of the same parameters as ``head(decoder(features))`` up to float rounding, computed in
+    a cheaper order: the fuse conv's weight is split into its per-stage blocks and each block is applied
+    before the bilinear resize instead of after the concatenation (both are linear, one over channels and
+    one over space, so they commute). No 4x256-channel map at 1/4 resolution is formed, stage 1 is not
+    resized to its own size, and every 1x1 map is a matmul over the channels of a (B, h, w, C) view
+    (PyTorch's 1x1 convolution takes a slow path on one CPU thread with batches under 16).
+    """
+    size = tuple(dim // 4 for dim in features[0].shape[-2:])
+    stages = features[2:] if features[1].shape[1] == 0 else features[1:]
+    conv, norm, relu = decoder.fuse_stage
+    blocks = conv.weight.flatten(1).chunk(len(decoder.mlp_stage), dim=1)  # one per stage, deepest first
+    fused = 0
+    for mlp, block, feature in zip(decoder.mlp_stage, blocks, stages[::-1], strict=True):
+        mapped = F.linear(mlp.linear(feature.permute(0, 2, 3, 1)), block).permute(0, 3, 1, 2)
+        if mapped.shape[-2:] != size:
+            mapped = F.interpolate(mapped, size=size, mode="bilinear", align_corners=False)
+        fused = fused + mapped
+    fused = relu(norm(fused if conv.bias is None else fused + conv.bias[:, None, None]))
+    logits = F.linear(fused.permute(0, 2, 3, 1), head.weight.flatten(1), head.bias)
+    return logits.permute(0, 3, 1, 2).contiguous()
 
 
 class SegFormerWithAttention(nn.Module):
@@ -108,6 +171,8 @@ class SegFormerWithAttention(nn.Module):
         self.model = create_segmenter("segformer", encoder, in_channels, classes, encoder_weights)
         self.model.encoder.patch_embed4.proj.stride = (last_stage_stride, last_stage_stride)
         self.stages = mit_attention_modules(self.model.encoder)
+        for module in (module for stage in self.stages for module in stage):
+            module.__class__ = MiTAttention  # same parameters, faster forward
 
     def load_official_encoder(self, weights: str | os.PathLike | Mapping) -> LoadReport | None:
         """Load official MiT weights (a file or snapshot folder, or a state dict in memory; see
@@ -125,14 +190,16 @@ class SegFormerWithAttention(nn.Module):
         h, w = images.shape[-2:]
         padded = pad_to_multiple(images, self.pad_multiple)
         modules = [module for stage in self.stages for module in stage]
+        for module in modules:
+            module.fused_attn = not with_attention
         capture = AttentionCapture(modules) if with_attention else None
         try:
             features = self.model.encoder(padded)
-            decoded = self.model.decoder(features)
         finally:
             if capture is not None:
                 capture.remove()
-        decoder_logits = self.model.segmentation_head[0](decoded)  # the 1x1 conv; [1] is the x4 upsampling
+        # the head's 1x1 conv at the decoder's 1/4 ([1] is smp's x4 upsampling, see SegmenterOutput.logits)
+        decoder_logits = decode_channels_last(self.model.decoder, self.model.segmentation_head[0], features)
         levels = [] if capture is None else self._levels(capture.maps, features[2:])
         return SegmenterOutput(decoder_logits, levels, tuple(padded.shape[-2:]), (h, w))
 
