@@ -28,13 +28,15 @@ RECIPES = ROOT / "recipes"
 
 #: name -> (recipe, overrides of its model arguments, batch, crop, timed train steps, timed CAM images).
 #: Each row builds its recipe's model (``optimizer``, ``pos_interp``, CAM scales and flips, ...) with random
-#: weights; the overrides only set the class and channel counts of the recipe's dataset.
+#: weights; the overrides set the class and channel counts of the recipe's dataset (or, for the row at the
+#: issue's measured size, a smaller backbone).
 PAPER: dict[str, tuple[str, dict, int, int, int, int]] = {
     "mctformer_v2 (DeiT-S)": ("mctformer_v2_voc", {}, 8, 224, 3, 4),
     "bitrans (DeiT-S)": ("bitrans_voc", {}, 8, 224, 3, 4),
     "swtformer_v2 (Swin-T)": ("swtformer_v2_voc", {}, 4, 320, 3, 2),
     "crt (ResNet-152 + DeiT-S)": ("crt_voc", {}, 4, 336, 2, 1),
     "sasformer (MiT-B4)": ("sasformer_point", {}, 2, 512, 2, 1),
+    "sasformer (MiT-B0, the issue's size)": ("sasformer_point", {"backbone": "mit_b0"}, 2, 256, 4, 1),
     "sparse_vit (12 blocks × 16 heads)": (
         "sparse_vit_dfc2020", {"num_classes": 8, "in_channels": 15}, 8, 224, 2, 8,
     ),

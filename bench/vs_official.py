@@ -13,7 +13,7 @@ the paper-size row's inputs (random weights, batch 8 × 224², 20 classes):
 The wsss side is ``bench/paper_size.py``'s ``mctformer_v2 (DeiT-S)`` row (the ``mctformer_v2_voc`` recipe's
 model inside Lightning). The official code's ``torch.cuda.amp.autocast`` does nothing on a CPU;
 ``--precision bf16-mixed`` runs it under ``torch.autocast("cpu", torch.bfloat16)``, the CPU form of its AMP,
-next to wsss's ``bf16-mixed``.
+next to wsss's ``bf16-mixed``; ``--official-precision 32-true`` keeps it as it runs on a CPU.
 
 Run: ``python bench/vs_official.py --official ~/MCTformer --phase train --pairs 3 [--precision bf16-mixed]``.
 """
@@ -87,8 +87,9 @@ def measure(side: str, args: argparse.Namespace) -> float:
     """One worker process of one side; its median seconds."""
     here = Path(__file__).resolve().parent
     if side == "official":
+        precision = args.official_precision or args.precision
         command = [sys.executable, str(here / "vs_official.py"), "--official", str(args.official),
-                   "--phase", args.phase, "--precision", args.precision, "--worker"]
+                   "--phase", args.phase, "--precision", precision, "--worker"]
     else:
         command = [sys.executable, str(here / "paper_size.py"), "--device", "cpu",
                    "--precision", args.precision, "--worker", ROW, args.phase]
@@ -106,6 +107,8 @@ def main(argv: list[str]) -> None:
                         help="checkout of xulianuwa/MCTformer@9606597")
     parser.add_argument("--phase", choices=["train", "predict"], default="train")
     parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true")
+    parser.add_argument("--official-precision", choices=["32-true", "bf16-mixed"], default=None,
+                        help="the official side's precision (default: --precision)")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -120,7 +123,8 @@ def main(argv: list[str]) -> None:
             times[side].append(measure(side, args))
             print(f"pair {pair + 1} {side:8s} {times[side][-1]:.3f} s", flush=True)
     official, ours = statistics.median(times["official"]), statistics.median(times["wsss"])
-    print(f"{ROW} {args.phase} {args.precision}: official {official:.3f} s, wsss {ours:.3f} s, "
+    precisions = f"wsss {args.precision}, official {args.official_precision or args.precision}"
+    print(f"{ROW} {args.phase} ({precisions}): official {official:.3f} s, wsss {ours:.3f} s, "
           f"wsss / official {ours / official:.2f}")
 
 
