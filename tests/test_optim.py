@@ -145,3 +145,15 @@ def test_fused_update_equals_the_loop_and_drops_lr_scale(name):
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert not torch.equal(nets[1][2].weight, start)  # the steps moved the weights
+
+
+@pytest.mark.parametrize(("clip", "fused"), [(None, True), (1.0, None)])
+def test_the_configured_optimiser_is_fused_unless_gradients_are_clipped(tmp_path, clip, fused):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    model = _Linear(lr=0.1, scheduler="constant", optimizer="adamw")
+    trainer = L.Trainer(max_steps=1, gradient_clip_val=clip, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, DataLoader([{"image": torch.randn(3)} for _ in range(4)], batch_size=2))
+    assert trainer.optimizers[0].defaults["fused"] is fused

@@ -86,7 +86,8 @@ def test_poly_schedule_and_parameter_groups_give_the_official_learning_rates():
 def test_configured_optimiser_decays_every_parameter_as_the_official_one():
     """The official PolyOptimizer decays biases, norms, cls_token and pos_embed too (both groups 1e-4)."""
     model = CRT(**SMALL, cnn_backbone="resnet18", lr=0.1, momentum=1e-4, weight_decay=1e-4)
-    model.trainer = SimpleNamespace(estimated_stepping_batches=int(FIXTURE["optim/max_step"]), max_epochs=1)
+    model.trainer = SimpleNamespace(estimated_stepping_batches=int(FIXTURE["optim/max_step"]), max_epochs=1,
+                                    gradient_clip_val=None)
     optimizer = model.configure_optimizers()["optimizer"]
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 1e-4 for p in g["params"]}
     assert decayed == {id(p) for p in model.parameters() if p.requires_grad}

@@ -268,7 +268,7 @@ def test_weight_decay_exemptions_are_the_official_ones(ref, version):
 def test_configure_optimizers_applies_the_exemption_switch(ref):
     def groups(**kwargs):
         model = build(ref, "v2", optimizer="adamw", weight_decay=0.05, **kwargs)
-        model.trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=1)
+        model.trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=1, gradient_clip_val=None)
         optimizer = model.configure_optimizers()["optimizer"]
         return {g["weight_decay"]: sum(p.numel() for p in g["params"]) for g in optimizer.param_groups}
 

@@ -102,7 +102,7 @@ class BaseTask(L.LightningModule):
             batch = self.global_batch_size()
             lr = hp.lr * batch / hp.lr_reference_batch
             log.info("learning rate %g x global batch %d / %d = %g", hp.lr, batch, hp.lr_reference_batch, lr)
-        fused = not getattr(self.trainer, "gradient_clip_val", None)  # Lightning cannot clip a fused step
+        fused = not self.trainer.gradient_clip_val  # Lightning cannot clip a fused step
         optimizer = build_optimizer(groups, hp.optimizer, lr, hp.weight_decay, hp.momentum, hp.betas, fused)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         warmup = round(hp.warmup_epochs * total / epochs)
