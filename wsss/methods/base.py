@@ -18,6 +18,7 @@ from wsss.methods.optim import (
     exempt_from_weight_decay,
     lr_factor,
 )
+from wsss.models.cast_cache import cache_cast_weights, drop_cast_weights
 from wsss.models.weights import restoring_checkpoint
 from wsss.pseudo.background import cams_to_mask, keep_present_classes, scores_with_background
 from wsss.pseudo.fusion import FlipBack, FusionNorm, check_fusion, normalize_fused, sum_views
@@ -78,6 +79,22 @@ class BaseTask(L.LightningModule):
         size = batch["image"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=size)
         return losses["loss"]
+
+    def on_validation_start(self) -> None:
+        """Cast linear weights for autocast once per validation loop (:mod:`wsss.models.cast_cache`)."""
+        cache_cast_weights(self)
+
+    def on_validation_end(self) -> None:
+        """Free the cast copies."""
+        drop_cast_weights(self)
+
+    def on_predict_start(self) -> None:
+        """Cast linear weights for autocast once per prediction loop (:mod:`wsss.models.cast_cache`)."""
+        cache_cast_weights(self)
+
+    def on_predict_end(self) -> None:
+        """Free the cast copies."""
+        drop_cast_weights(self)
 
     def param_groups(self) -> list[dict]:
         """Parameter groups; a group may set ``lr_scale`` (e.g. 10 for a freshly initialised head)."""
